@@ -1,0 +1,194 @@
+"""Configuration data: frozen msgspec Structs validated on every construction path.
+
+``__post_init__`` runs on construction, ``msgspec.convert``/``decode`` and ``msgspec.structs.replace``,
+so an invalid registration cannot exist in memory. Each rule raises :class:`ConfigError` naming the
+field, because operators read these messages in deploy logs, not in a debugger.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+
+from ._errors import ConfigError
+
+__all__ = ["ASYMMETRIC_ALGORITHMS", "ProviderConfig", "RetryPolicy", "decode_config"]
+
+#: JWS algorithms verify() may ever accept; ``none`` and HS* are absent on purpose (RFC 8725 §3.1).
+ASYMMETRIC_ALGORITHMS: Final = frozenset(
+    {
+        "RS256", "RS384", "RS512",
+        "PS256", "PS384", "PS512",
+        "ES256", "ES384", "ES512",
+        "EdDSA", "Ed25519",
+    }
+)  # fmt: skip
+
+_TENANT_RE: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
+_PROVIDER_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_HOST_RE: Final = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_MAX_KEYS_CAP: Final = 10_000
+
+
+class _Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+def _check(ok: bool, field: str, rule: str, value: object) -> None:
+    if not ok:
+        raise ConfigError(f"{field} {rule} (got {value!r})")
+
+
+class RetryPolicy(_Config):
+    """How one refresh retries transient failures.
+
+    ``deadline`` bounds the whole sequence including backoff sleeps; ``attempt_timeout`` bounds one
+    HTTP attempt from connect to the last body byte, so a slow-drip server cannot hold a fetch.
+    """
+
+    max_retries: int = 2
+    attempt_timeout: float = 3.0
+    initial_backoff: float = 0.25
+    max_backoff: float = 2.0
+    deadline: float = 8.0
+    jitter: Literal["none", "full", "decorrelated"] = "full"
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.max_retries <= 100, "retry.max_retries", "must be in 0..100", self.max_retries)
+        _check(self.attempt_timeout >= 0.1, "retry.attempt_timeout", "must be >= 0.1", self.attempt_timeout)
+        _check(self.initial_backoff > 0, "retry.initial_backoff", "must be > 0", self.initial_backoff)
+        _check(
+            self.max_backoff >= self.initial_backoff,
+            "retry.max_backoff",
+            "must be >= initial_backoff",
+            self.max_backoff,
+        )
+        _check(
+            self.deadline >= self.attempt_timeout,
+            "retry.deadline",
+            "must be >= attempt_timeout",
+            self.deadline,
+        )
+
+
+def _check_url(field: str, url: str, require_https: bool) -> None:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{field} is not a valid URL ({url!r}): {exc}") from exc
+    _check(parts.scheme in ("http", "https") and bool(host), field, "must be an absolute http(s) URL with a host", url)
+    _check(not require_https or parts.scheme == "https", field, "must use https (require_https is set)", url)
+    _check(parts.username is None and parts.password is None, field, "must not carry userinfo", url)
+    _check(not parts.fragment, field, "must not carry a fragment", url)
+
+
+class ProviderConfig(_Config):
+    """One tenant's registration of one identity provider's JWKS."""
+
+    tenant: str
+    provider: str
+    jwks_url: str | None = None
+    issuer: str | None = None
+    require_https: bool = True
+    allowed_domains: tuple[str, ...] = ()
+    refresh_early: float = 30.0
+    stale_while_error: float = 60.0
+    min_ttl: float = 30.0
+    max_ttl: float = 86400.0
+    max_response_bytes: int = 1_048_576
+    negative_cache_ttl: float = 0.0
+    max_redirects: int = 3
+    pinned_spki: tuple[str, ...] = ()
+    prefetch_jitter: float = 5.0
+    unknown_kid_cooldown: float = 30.0
+    algorithms: tuple[str, ...] | None = None
+    audience: str | None = None
+    max_keys: int = 100
+    retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check(_TENANT_RE.fullmatch(self.tenant) is not None, "tenant", "must be 1-64 chars of [A-Za-z0-9-]", self.tenant)
+        _check(
+            _PROVIDER_RE.fullmatch(self.provider) is not None,
+            "provider",
+            "must be 1-64 chars of [A-Za-z0-9_-]",
+            self.provider,
+        )
+        _check(self.jwks_url is not None or self.issuer is not None, "jwks_url", "or issuer is required", None)
+        if self.jwks_url is not None:
+            _check_url("jwks_url", self.jwks_url, self.require_https)
+        if self.issuer is not None:
+            _check_url("issuer", self.issuer, self.require_https)
+        for domain in self.allowed_domains:
+            _check(
+                _HOST_RE.fullmatch(domain) is not None,
+                "allowed_domains",
+                "entries must be canonical lowercase hostnames (IDNA A-labels, no trailing dot)",
+                domain,
+            )
+        self._check_times()
+        _check(self.max_response_bytes > 0, "max_response_bytes", "must be > 0", self.max_response_bytes)
+        _check(0 <= self.max_redirects <= 10, "max_redirects", "must be in 0..10", self.max_redirects)
+        for pin in self.pinned_spki:
+            _check(_is_sha256_b64(pin), "pinned_spki", "entries must be base64 SHA-256 digests", pin)
+        if self.algorithms is not None:
+            _check(len(self.algorithms) > 0, "algorithms", "must not be empty (use None for the default)", ())
+            for alg in self.algorithms:
+                _check(alg in ASYMMETRIC_ALGORITHMS, "algorithms", "entries must be asymmetric JWS algorithms", alg)
+        _check(1 <= self.max_keys <= _MAX_KEYS_CAP, "max_keys", f"must be in 1..{_MAX_KEYS_CAP}", self.max_keys)
+        for key, value in self.labels.items():
+            _check(0 < len(key) <= 64 and len(value) <= 256, "labels", "keys 1-64 chars, values <= 256 chars", key)
+
+    def _check_times(self) -> None:
+        _check(self.min_ttl >= 30, "min_ttl", "must be >= 30", self.min_ttl)
+        _check(self.max_ttl >= self.min_ttl, "max_ttl", "must be >= min_ttl", self.max_ttl)
+        _check(
+            1 <= self.refresh_early < self.max_ttl,
+            "refresh_early",
+            "must be >= 1 and < max_ttl",
+            self.refresh_early,
+        )
+        _check(self.stale_while_error >= 0, "stale_while_error", "must be >= 0", self.stale_while_error)
+        _check(
+            self.negative_cache_ttl == 0 or self.negative_cache_ttl >= 1,
+            "negative_cache_ttl",
+            "must be 0 (off) or >= 1",
+            self.negative_cache_ttl,
+        )
+        _check(self.prefetch_jitter >= 0, "prefetch_jitter", "must be >= 0", self.prefetch_jitter)
+        _check(self.unknown_kid_cooldown >= 0, "unknown_kid_cooldown", "must be >= 0", self.unknown_kid_cooldown)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The registry key of this registration."""
+        return (self.tenant, self.provider)
+
+
+def _is_sha256_b64(pin: str) -> bool:
+    import base64
+    import binascii
+
+    try:
+        return len(base64.b64decode(pin, validate=True)) == 32
+    except (binascii.Error, ValueError):
+        return False
+
+
+_T = TypeVar("_T", RetryPolicy, ProviderConfig)
+
+
+def decode_config(data: Any, type: type[_T]) -> _T:  # noqa: A002
+    """Convert a dict (from JSON/TOML/YAML) into a config Struct, mapping msgspec errors to ConfigError."""
+    try:
+        return msgspec.convert(data, type=type, strict=False)
+    except msgspec.ValidationError as exc:
+        cause = exc.__cause__ or exc.__context__
+        if isinstance(cause, ConfigError):
+            raise ConfigError(str(cause)) from exc
+        raise ConfigError(f"invalid {type.__name__}: {exc}") from exc

@@ -1,0 +1,101 @@
+"""The one exception tree of jwks-cache.
+
+::
+
+    JwksCacheError
+    ├── ConfigError            invalid configuration; the message names the field
+    ├── SecurityError          a transport or key policy refused something
+    │   └── ResponseTooLargeError
+    ├── FetchError             the identity provider could not give a usable set (.url, .status)
+    │   └── InvalidJwksError   the document is not a usable JWKS; the message names the JSON path
+    ├── NotRegisteredError     no such tenant/provider registration
+    ├── KeyNotFoundError       the set has no usable key for that kid
+    ├── TokenError             a token failed verification (.reason); never carries claims
+    ├── RegistryClosedError    the Registry is not open
+    └── StoreError             persistence failed; logged, never raised to lookups
+
+No class derives from a builtin such as ``ValueError``: msgspec re-wraps those raised in
+``__post_init__``, and callers catching ``KeyError`` around dict code must not swallow ours.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "FetchError",
+    "InvalidJwksError",
+    "JwksCacheError",
+    "KeyNotFoundError",
+    "NotRegisteredError",
+    "RegistryClosedError",
+    "ResponseTooLargeError",
+    "SecurityError",
+    "StoreError",
+    "TokenError",
+]
+
+
+class JwksCacheError(Exception):
+    """Base of every error jwks-cache raises on purpose."""
+
+
+class ConfigError(JwksCacheError):
+    """A configuration value is invalid; the message names the field."""
+
+
+class SecurityError(JwksCacheError):
+    """A transport or key policy refused a URL, host, address, certificate or response."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ResponseTooLargeError(SecurityError):
+    """The response body (after decoding) exceeded ``max_response_bytes``."""
+
+
+class FetchError(JwksCacheError):
+    """Fetching or refreshing a key set failed.
+
+    Attributes:
+        url: the URL of the request that failed, when known.
+        status: the HTTP status code, when a response arrived.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class InvalidJwksError(FetchError):
+    """The document is not a usable JWK Set; the message names the JSON path at fault."""
+
+
+class NotRegisteredError(JwksCacheError):
+    """No provider is registered under that tenant and provider name."""
+
+
+class KeyNotFoundError(JwksCacheError):
+    """The provider's current key set has no usable key with that ``kid`` (and algorithm)."""
+
+
+class TokenError(JwksCacheError):
+    """A token failed verification.
+
+    ``reason`` is a short machine-readable code (``"expired"``, ``"bad_signature"``, ...).
+    The message and attributes never include the token's claims.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class RegistryClosedError(JwksCacheError):
+    """The Registry is used outside its ``async with`` block."""
+
+
+class StoreError(JwksCacheError):
+    """A snapshot store failed; logged and counted, never raised to lookups."""
