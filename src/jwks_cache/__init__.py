@@ -1,1 +1,46 @@
-"""jwks-cache."""
+"""jwks-cache: identity providers' signing keys, cached, fresh and safe for async services.
+
+Everything public is re-exported here; the modules behind it are private.
+"""
+
+from ._clock import Clock, SystemClock
+from ._config import ProviderConfig, RetryPolicy
+from ._errors import (
+    ConfigError,
+    FetchError,
+    InvalidJwksError,
+    JwksCacheError,
+    KeyNotFoundError,
+    NotRegisteredError,
+    RegistryClosedError,
+    ResponseTooLargeError,
+    SecurityError,
+    StoreError,
+    TokenError,
+)
+from ._models import ProviderState, ProviderStatus, Snapshot
+from ._registry import Registry
+from ._version import __version__
+
+__all__ = [
+    "Clock",
+    "ConfigError",
+    "FetchError",
+    "InvalidJwksError",
+    "JwksCacheError",
+    "KeyNotFoundError",
+    "NotRegisteredError",
+    "ProviderConfig",
+    "ProviderState",
+    "ProviderStatus",
+    "Registry",
+    "RegistryClosedError",
+    "ResponseTooLargeError",
+    "RetryPolicy",
+    "SecurityError",
+    "Snapshot",
+    "StoreError",
+    "SystemClock",
+    "TokenError",
+    "__version__",
+]

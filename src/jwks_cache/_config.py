@@ -29,7 +29,9 @@ ASYMMETRIC_ALGORITHMS: Final = frozenset(
 
 _TENANT_RE: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
 _PROVIDER_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_HOST_RE: Final = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_HOST_RE: Final = re.compile(
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
 _MAX_KEYS_CAP: Final = 10_000
 
 
@@ -42,7 +44,7 @@ def _check(ok: bool, field: str, rule: str, value: object) -> None:
         raise ConfigError(f"{field} {rule} (got {value!r})")
 
 
-class RetryPolicy(_Config):
+class RetryPolicy(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How one refresh retries transient failures.
 
     ``deadline`` bounds the whole sequence including backoff sleeps; ``attempt_timeout`` bounds one
@@ -87,7 +89,7 @@ def _check_url(field: str, url: str, require_https: bool) -> None:
     _check(not parts.fragment, field, "must not carry a fragment", url)
 
 
-class ProviderConfig(_Config):
+class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One tenant's registration of one identity provider's JWKS."""
 
     tenant: str
@@ -113,7 +115,9 @@ class ProviderConfig(_Config):
     labels: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(_TENANT_RE.fullmatch(self.tenant) is not None, "tenant", "must be 1-64 chars of [A-Za-z0-9-]", self.tenant)
+        _check(
+            _TENANT_RE.fullmatch(self.tenant) is not None, "tenant", "must be 1-64 chars of [A-Za-z0-9-]", self.tenant
+        )
         _check(
             _PROVIDER_RE.fullmatch(self.provider) is not None,
             "provider",

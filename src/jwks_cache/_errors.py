@@ -63,10 +63,22 @@ class FetchError(JwksCacheError):
         status: the HTTP status code, when a response arrived.
     """
 
-    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        transient: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.url = url
         self.status = status
+        #: worth retrying (connect/read errors, timeouts, 5xx, 408, 429); set by the fetch layer
+        self.transient = transient
+        #: seconds the server asked us to wait (Retry-After), when it did
+        self.retry_after = retry_after
 
 
 class InvalidJwksError(FetchError):

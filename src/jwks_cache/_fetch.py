@@ -1,0 +1,206 @@
+"""One HTTP attempt under the transport policy: the sole httpx boundary.
+
+Redirects are followed here, hop by hop, because httpx's own redirect handling cannot re-check the
+scheme, the domain allowlist and the resolved address before each request. The body is read raw and
+decoded with a bounded decompressor: httpx's decoders inflate a whole chunk at once, so a 64 KiB gzip
+chunk could become 64 MiB before any cap applies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import zlib
+from collections.abc import Callable
+from typing import Final
+
+import anyio
+import httpx
+import msgspec
+
+from ._clock import Clock, fail_at
+from ._errors import FetchError, ResponseTooLargeError, SecurityError
+from ._schedule import retry_after_delay
+from ._security import HopPolicy, check_address, check_content_type, check_pin, check_url, resolve_redirect
+
+__all__ = ["FetchResult", "Fetcher", "Headers"]
+
+Headers = tuple[tuple[str, str], ...]
+
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
+_USER_AGENT: Final = "jwks-cache"
+
+
+class FetchResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What one successful attempt produced: a 200 body or a 304."""
+
+    status: int
+    url: str
+    body: bytes | None
+    headers: Headers
+    received_at: float  # wall clock, for HTTP date arithmetic
+
+
+class Fetcher:
+    """Performs single GET attempts for every provider of one Registry."""
+
+    def __init__(self, client: httpx.AsyncClient, clock: Clock) -> None:
+        self._client = client
+        self._clock = clock
+        self.in_flight = 0  # read by VirtualClock.settle so tests never jump time mid-request
+
+    def busy(self) -> bool:
+        return self.in_flight > 0
+
+    async def get(
+        self,
+        url: str,
+        *,
+        policy: HopPolicy,
+        max_redirects: int,
+        max_bytes: int,
+        attempt_timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> FetchResult:
+        """One attempt: every hop checked, the whole attempt under one timeout."""
+        self.in_flight += 1
+        try:
+            with fail_at(self._clock, self._clock.monotonic() + attempt_timeout):
+                return await self._follow(url, policy, max_redirects, max_bytes, attempt_timeout, headers or {})
+        except TimeoutError:
+            raise FetchError(f"GET {url}: timed out after {attempt_timeout:g}s", url=url, transient=True) from None
+        finally:
+            self.in_flight -= 1
+
+    async def _follow(
+        self,
+        url: str,
+        policy: HopPolicy,
+        max_redirects: int,
+        max_bytes: int,
+        request_timeout: float,
+        extra: dict[str, str],
+    ) -> FetchResult:
+        for _hop in range(max_redirects + 1):
+            host = check_url(url, policy)
+            if not policy.allow_private_networks:
+                await _check_resolved(host, url, policy)
+            request = self._client.build_request(
+                "GET",
+                url,
+                headers={
+                    "Accept": "application/jwk-set+json, application/json",
+                    "Accept-Encoding": "gzip, identity",
+                    "User-Agent": _USER_AGENT,
+                    **extra,
+                },
+                timeout=httpx.Timeout(request_timeout),
+            )
+            try:
+                response = await self._client.send(request, stream=True, follow_redirects=False)
+            except httpx.HTTPError as exc:
+                raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}", url=url, transient=True) from exc
+            try:
+                _check_connection(response, url, policy)
+                if response.status_code in _REDIRECTS:
+                    location = response.headers.get("location")
+                    if not location:
+                        raise FetchError(f"GET {url}: redirect without Location", url=url, status=response.status_code)
+                    url = resolve_redirect(url, location)
+                    continue
+                return await self._finish(response, url, max_bytes)
+            finally:
+                await response.aclose()
+        raise SecurityError(f"GET {url}: more than {max_redirects} redirects", url=url)
+
+    async def _finish(self, response: httpx.Response, url: str, max_bytes: int) -> FetchResult:
+        status = response.status_code
+        headers = tuple(response.headers.multi_items())
+        received_at = self._clock.time()
+        if status == 304:
+            return FetchResult(status=304, url=url, body=None, headers=headers, received_at=received_at)
+        if status != 200:
+            retry_after = retry_after_delay(response.headers.get("retry-after"), now=received_at)
+            raise FetchError(
+                f"GET {url}: HTTP {status}",
+                url=url,
+                status=status,
+                transient=status in _TRANSIENT_STATUS or status >= 500,
+                retry_after=retry_after,
+            )
+        check_content_type(response.headers.get("content-type"), url=url)
+        body = await _read_capped(response, url, max_bytes)
+        return FetchResult(status=200, url=url, body=body, headers=headers, received_at=received_at)
+
+
+async def _check_resolved(host: str, url: str, policy: HopPolicy) -> None:
+    """Refuse hosts whose DNS answers include a non-public address (SSRF), before connecting."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        return  # an IP literal was already judged by check_url
+    try:
+        infos = await anyio.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise FetchError(f"GET {url}: cannot resolve {host}: {exc}", url=url, transient=True) from exc
+    for info in infos:
+        check_address(str(info[4][0]), policy, url=url)
+
+
+def _check_connection(response: httpx.Response, url: str, policy: HopPolicy) -> None:
+    """Judge the connection actually used: its peer address (DNS rebinding) and its certificate pin."""
+    stream = response.extensions.get("network_stream")
+    get_extra: Callable[[str], object] | None = getattr(stream, "get_extra_info", None)
+    if get_extra is None:
+        if policy.pinned_spki:
+            raise SecurityError(f"GET {url}: cannot inspect the TLS connection to check pinned_spki", url=url)
+        return
+    peer = get_extra("server_addr")
+    if not policy.allow_private_networks and isinstance(peer, tuple) and peer:
+        check_address(str(peer[0]), policy, url=url)
+    if policy.pinned_spki:
+        ssl_object = get_extra("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None  # type: ignore[attr-defined]
+        check_pin(der, policy, url=url)
+
+
+async def _read_capped(response: httpx.Response, url: str, max_bytes: int) -> bytes:
+    """Read the body, decoding gzip/deflate with a bounded inflater, refusing anything over ``max_bytes``."""
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ResponseTooLargeError(f"GET {url}: Content-Length {declared} exceeds {max_bytes} bytes", url=url)
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    inflater = _inflater(encoding, url)
+    body = bytearray()
+    try:
+        async for chunk in response.aiter_raw():
+            data = chunk
+            while data:
+                if inflater is None:
+                    out, data = data, b""
+                else:
+                    out = inflater.decompress(data, max_bytes + 1 - len(body))
+                    data = inflater.unconsumed_tail
+                body += out
+                if len(body) > max_bytes:
+                    raise ResponseTooLargeError(f"GET {url}: body exceeds {max_bytes} bytes", url=url)
+                if inflater is not None and not out:
+                    break
+    except zlib.error as exc:
+        raise FetchError(f"GET {url}: corrupt {encoding} body: {exc}", url=url) from exc
+    except httpx.HTTPError as exc:
+        raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}", url=url, transient=True) from exc
+    return bytes(body)
+
+
+def _inflater(encoding: str, url: str) -> zlib._Decompress | None:
+    if encoding in ("identity", ""):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 16)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    raise FetchError(f"GET {url}: unsupported Content-Encoding {encoding!r}", url=url)

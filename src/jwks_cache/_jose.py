@@ -1,0 +1,398 @@
+"""JWK Set -> key table: key hygiene, and the only module that imports joserfc.
+
+A JWKS is attacker-adjacent input (a compromised CDN, a careless IdP admin, a proxy on an unpinned
+hop), so a document is refused as a whole only when it is not a JWK Set at all; each key is then
+judged on its own and a bad one is skipped with a reason, because one odd key must not take a
+tenant's logins down (RFC 7517 §5: "implementations SHOULD ignore JWKs ... they do not understand").
+
+Keys are served only when they can verify and nothing else: public asymmetric signature keys of a
+known type, curve and size whose declared ``alg`` fits them. Duplicate ``kid`` values are ambiguous
+(which key did the IdP mean?), so none of the duplicates is served.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final
+
+import msgspec
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from joserfc.errors import JoseError
+from joserfc.jwk import JWKRegistry, Key, KeySet
+
+from ._config import ASYMMETRIC_ALGORITHMS
+from ._errors import InvalidJwksError
+
+__all__ = ["ALLOWED_DEFAULT", "KeyEntry", "KeyTable", "SkippedKey", "key_fits_alg", "parse_jwks"]
+
+#: Algorithms a token may ever use; ``none`` and HS* are absent (RFC 8725 §3.1, §3.2).
+ALLOWED_DEFAULT: Final[frozenset[str]] = ASYMMETRIC_ALGORITHMS
+
+# alg -> (kty, curves or None). ES256K is left out: nobody we serve signs with it, and fewer
+# curves means fewer ways for a key to mean two things.
+_ALG_KEYS: Final[dict[str, tuple[str, frozenset[str] | None]]] = {
+    **{f"{p}{n}": ("RSA", None) for p in ("RS", "PS") for n in ("256", "384", "512")},
+    "ES256": ("EC", frozenset({"P-256"})),
+    "ES384": ("EC", frozenset({"P-384"})),
+    "ES512": ("EC", frozenset({"P-521"})),
+    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
+    "Ed25519": ("OKP", frozenset({"Ed25519"})),  # RFC 9864 fully-specified name
+}
+_EDDSA_NAMES: Final = frozenset({"EdDSA", "Ed25519"})
+_CURVES: Final[dict[str, frozenset[str]]] = {
+    "EC": frozenset({"P-256", "P-384", "P-521"}),
+    "OKP": frozenset({"Ed25519", "Ed448"}),
+}
+_MATERIAL: Final[dict[str, tuple[str, ...]]] = {"RSA": ("n", "e"), "EC": ("x", "y"), "OKP": ("x",)}
+_COMMON_MEMBERS: Final = ("kty", "kid", "use", "key_ops", "alg", "x5c", "x5t", "x5t#S256")
+_PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_VERIFIER_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "RSA": (rsa.RSAPublicKey,),
+    "EC": (ec.EllipticCurvePublicKey,),
+    "OKP": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
+}
+_RSA_MIN_BITS: Final = 2048
+_RSA_MAX_BITS: Final = 16384  # bigger moduli only make every verify slower
+_MAX_STRING_CHARS: Final = 16 * 1024
+_MAX_DEPTH: Final = 16  # a JWKS is 4 deep; the bound keeps the walk cheap and recursion-free
+_MAX_INT: Final = 2**63
+_CANDIDATE_CAP: Final = 10  # kid-less tokens try at most this many keys (signature checks are CPU)
+B64URL_CHARS: Final = re.compile(rb"[A-Za-z0-9_-]*")
+
+
+class KeyEntry(msgspec.Struct, frozen=True):
+    """One servable key; ``kid`` is the published one, never joserfc's generated thumbprint."""
+
+    kid: str | None
+    kty: str
+    alg: str | None
+    crv: str | None
+    jwk: Key
+    verifier: object
+
+
+class SkippedKey(msgspec.Struct, frozen=True):
+    """A JWK that is never served, and why (for logs and status)."""
+
+    index: int
+    kid: str | None
+    reason: str
+
+
+def key_fits_alg(entry: KeyEntry, alg: str) -> bool:
+    """Whether ``entry`` may verify a token signed with ``alg`` (kty, curve and declared alg agree)."""
+    rule = _ALG_KEYS.get(alg)
+    if rule is None or entry.kty != rule[0]:
+        return False
+    if rule[1] is not None and entry.crv not in rule[1]:
+        return False
+    if entry.alg is None or entry.alg == alg:
+        return True
+    return entry.alg in _EDDSA_NAMES and alg in _EDDSA_NAMES
+
+
+class KeyTable:
+    """The usable keys of one JWK Set; immutable after construction, shared by every lookup."""
+
+    __slots__ = ("_by_alg", "_key_set", "_public", "by_kid", "entries", "key_ids", "skipped")
+
+    def __init__(
+        self,
+        entries: Sequence[KeyEntry],
+        skipped: Sequence[SkippedKey],
+        public: Sequence[Mapping[str, Any]],
+        key_set: KeySet,
+    ) -> None:
+        self.entries: tuple[KeyEntry, ...] = tuple(entries)
+        self.skipped: tuple[SkippedKey, ...] = tuple(skipped)
+        self.by_kid: Mapping[str, KeyEntry] = MappingProxyType({e.kid: e for e in self.entries if e.kid is not None})
+        self.key_ids: tuple[str, ...] = tuple(self.by_kid)
+        self._public = tuple(public)
+        self._key_set = key_set
+        self._by_alg = {
+            alg: tuple(e for e in self.entries if key_fits_alg(e, alg))[:_CANDIDATE_CAP] for alg in _ALG_KEYS
+        }
+
+    def public_jwks(self) -> dict[str, Any]:
+        """The served keys as a JWK Set of public members only (a fresh copy the caller may keep)."""
+        return {"keys": copy.deepcopy(list(self._public))}
+
+    def key_set(self) -> KeySet:
+        """A joserfc KeySet of the served keys, for ``Registry.resolve``.
+
+        Its key objects are twins of ``entries[i].jwk``: joserfc's ``KeySet`` writes thumbprint
+        kids into kid-less keys, which must not leak into ``KeyEntry.jwk``.
+        """
+        return self._key_set
+
+    def candidates(self, kid: str | None, alg: str) -> tuple[KeyEntry, ...]:
+        """Keys that may verify a token with this ``kid`` and ``alg``.
+
+        A token without ``kid`` gets every fitting key, bounded so a kid-less token cannot make us
+        run a hundred signature checks.
+        """
+        if kid is None:
+            return self._by_alg.get(alg, ())
+        entry = self.by_kid.get(kid)
+        return (entry,) if entry is not None and key_fits_alg(entry, alg) else ()
+
+
+# --- strict JSON, shared with _jws -------------------------------------------------------------
+
+
+class JsonProblem(Exception):
+    """Private signal from the strict decoder: ``path`` and a short message, no input values."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+class _Duplicated(dict[str, Any]):
+    """An object that repeated a member name; the walk reports it with its path."""
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    return _Duplicated(obj) if len(obj) != len(pairs) else obj
+
+
+def decode_json(data: bytes, *, max_depth: int = _MAX_DEPTH, max_string: int = _MAX_STRING_CHARS) -> Any:
+    """Decode strict JSON with no duplicate member names, no huge numbers or strings.
+
+    msgspec is the strict RFC 8259 parser (invalid UTF-8, lone surrogates, NaN, out-of-range numbers
+    are errors), but it keeps the last of duplicate members silently, and two parsers disagreeing on
+    which ``kid``/``alg`` counts is how key confusion starts. ``json``'s ``object_pairs_hook`` is the
+    only stdlib way to see every member name, so it re-reads the (size-capped) input, but only when
+    a duplicate is possible: every member name in the text is followed by a colon, so with no more
+    colons than decoded members no name can repeat. Typical token headers skip the second pass.
+    """
+    try:
+        tree = msgspec.json.decode(data)
+        members = _walk(tree, max_depth, max_string)
+        if data.count(b":") > members:
+            _walk(json.loads(data.decode("utf-8"), object_pairs_hook=_pairs_hook), max_depth, max_string)
+    except RecursionError as exc:
+        raise JsonProblem("$", "nesting too deep") from exc
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise JsonProblem("$", f"invalid JSON ({exc})") from exc
+    return tree
+
+
+def _walk(tree: Any, max_depth: int, max_string: int) -> int:
+    """Check the limits iteratively (no recursion on hostile nesting); returns the member count."""
+    members = 0
+    stack: list[tuple[Any, str, int]] = [(tree, "$", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > max_depth:
+            raise JsonProblem(path, f"nesting deeper than {max_depth} levels")
+        if isinstance(node, dict):
+            if isinstance(node, _Duplicated):
+                raise JsonProblem(path, "duplicate member names")
+            members += len(node)
+            items: Iterable[tuple[str | int, Any]] = node.items()
+        elif isinstance(node, list):
+            items = enumerate(node)
+        else:
+            _check_scalar(node, path, max_string)
+            continue
+        for key, value in items:
+            if isinstance(key, str) and len(key) > max_string:
+                raise JsonProblem(path, "member name too long")
+            if isinstance(value, dict | list):
+                stack.append((value, _child_path(path, key), depth + 1))
+            elif isinstance(value, str | int):
+                _check_scalar(value, path, max_string, key)  # paths are built only for errors
+    return members
+
+
+def _check_scalar(value: object, path: str, max_string: int, key: str | int | None = None) -> None:
+    if isinstance(value, str) and len(value) > max_string:
+        where = path if key is None else _child_path(path, key)
+        raise JsonProblem(where, f"string longer than {max_string} characters")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
+        raise JsonProblem(path if key is None else _child_path(path, key), "number out of range")
+
+
+def _child_path(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    if key.isidentifier() and key.isascii():
+        return f"{path}.{key}"
+    # names land in log lines: json.dumps escapes control characters, the cap bounds the size
+    return f"{path}[{json.dumps(key[:64])}]"
+
+
+def b64url_decode(segment: bytes) -> bytes | None:
+    """Strict base64url (RFC 7515 §2): no padding, no ``+/=``, no whitespace, canonical final bits.
+
+    Non-canonical trailing bits would let two different strings decode to one signature or key,
+    which breaks anything that keys on the token text (replay caches, audit logs).
+    """
+    if len(segment) % 4 == 1 or B64URL_CHARS.fullmatch(segment) is None:
+        return None
+    raw = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment:
+        return None
+    return raw
+
+
+# --- JWKS parsing -------------------------------------------------------------------------------
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_jwks(body: bytes, *, url: str, max_keys: int = 100) -> KeyTable:
+    """Parse a JWK Set document into the table of keys we are willing to serve.
+
+    Args:
+        body: the response body, already capped at ``max_response_bytes`` by the fetcher.
+        url: where it came from; carried by every error.
+        max_keys: more keys than this is refused as a whole (a set that big is a mistake or an attack).
+
+    Returns:
+        The usable keys, plus every skipped key with its reason.
+
+    Raises:
+        InvalidJwksError: the document is not a JWK Set, breaks a size limit, or has no usable key;
+            the message starts with the JSON path at fault.
+    """
+    try:
+        doc = decode_json(body)
+    except JsonProblem as exc:
+        raise InvalidJwksError(str(exc), url=url) from exc
+    if not isinstance(doc, dict):
+        raise InvalidJwksError("$: not a JSON object", url=url)
+    keys = doc.get("keys")
+    if not isinstance(keys, list):
+        raise InvalidJwksError("$.keys: " + ("missing" if keys is None else "not an array"), url=url)
+    if len(keys) > max_keys:
+        raise InvalidJwksError(f"$.keys: more than {max_keys} keys ({len(keys)})", url=url)
+    kid_counts: dict[str, int] = {}
+    for raw in keys:
+        if isinstance(raw, dict) and isinstance(raw.get("kid"), str):
+            kid_counts[raw["kid"]] = kid_counts.get(raw["kid"], 0) + 1
+
+    entries: list[KeyEntry] = []
+    public: list[dict[str, Any]] = []
+    twins: list[Key] = []
+    skipped: list[SkippedKey] = []
+    for index, raw in enumerate(keys):
+        kid = raw.get("kid") if isinstance(raw, dict) else None
+        try:
+            entry, members, twin = _parse_key(raw, kid_counts)
+        except _Skip as skip:
+            skipped.append(SkippedKey(index, kid if isinstance(kid, str) else None, skip.reason))
+            continue
+        entries.append(entry)
+        public.append(members)
+        twins.append(twin)
+    if not entries:
+        raise InvalidJwksError(f"$.keys: no usable keys ({_summary(skipped)})", url=url)
+    return KeyTable(entries, skipped, public, KeySet(twins))
+
+
+def _summary(skipped: Sequence[SkippedKey]) -> str:
+    if not skipped:
+        return "empty set"
+    shown = "; ".join(f"[{s.index}] {s.reason}" for s in skipped[:5])
+    more = f"; {len(skipped) - 5} more" if len(skipped) > 5 else ""
+    return f"{len(skipped)} skipped: {shown}{more}"
+
+
+def _show(value: object) -> str:
+    text = json.dumps(value) if isinstance(value, str | int | float | bool) or value is None else type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _parse_key(raw: object, kid_counts: Mapping[str, int]) -> tuple[KeyEntry, dict[str, Any], Key]:
+    if not isinstance(raw, dict):
+        raise _Skip("not a JSON object")
+    # members present as JSON null are malformed, not absent
+    kid = raw.get("kid")
+    if "kid" in raw and not isinstance(kid, str):
+        raise _Skip("non-string kid")
+    if kid is not None and kid_counts.get(kid, 0) > 1:
+        raise _Skip("duplicate kid")
+    kty = raw.get("kty")
+    if kty == "oct":
+        raise _Skip("oct key")
+    if not _PRIVATE_MEMBERS.isdisjoint(raw):
+        raise _Skip("private key material")
+    if not isinstance(kty, str) or kty not in _MATERIAL:
+        raise _Skip(f"unsupported kty {_show(kty)}")
+    _check_usage(raw)
+    alg, crv = _check_alg_and_curve(raw, kty)
+    _check_material(raw, kty)
+    names = (*_COMMON_MEMBERS, *(("crv",) if crv else ()), *_MATERIAL[kty])
+    members = {name: raw[name] for name in names if name in raw}
+    try:
+        # each object gets its own copy: users may mutate what get_key/resolve hand out
+        jwk = JWKRegistry.import_key(copy.deepcopy(members))
+        twin = JWKRegistry.import_key(copy.deepcopy(members))
+        verifier = jwk.public_key
+    except (JoseError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise _Skip(f"invalid {kty} key ({type(exc).__name__})") from exc
+    if jwk.is_private or not isinstance(verifier, _VERIFIER_TYPES[kty]):
+        raise _Skip(f"unexpected {kty} key object")
+    entry = KeyEntry(kid, kty, alg, crv, jwk, verifier)
+    return entry, members, twin
+
+
+def _check_usage(raw: Mapping[str, Any]) -> None:
+    use = raw.get("use", "sig")
+    if use != "sig":
+        raise _Skip(f'use is {_show(use)}, not "sig"')
+    if "key_ops" in raw:
+        ops = raw["key_ops"]
+        if not isinstance(ops, list) or not all(isinstance(op, str) for op in ops):
+            raise _Skip("key_ops is not an array of strings")
+        if "verify" not in ops:
+            raise _Skip('key_ops lacks "verify"')
+
+
+def _check_alg_and_curve(raw: Mapping[str, Any], kty: str) -> tuple[str | None, str | None]:
+    alg = raw.get("alg")
+    if "alg" in raw and (not isinstance(alg, str) or alg not in _ALG_KEYS):
+        raise _Skip(f"alg {_show(alg)} is not an asymmetric JWS alg")
+    crv: str | None = None
+    if kty in _CURVES:
+        crv = raw.get("crv")
+        if not isinstance(crv, str) or crv not in _CURVES[kty]:
+            raise _Skip(f"unsupported {kty} crv {_show(crv)}")
+    if alg is not None:
+        want_kty, curves = _ALG_KEYS[alg]
+        if kty != want_kty:
+            raise _Skip(f"alg {alg} does not fit a {kty} key")
+        if curves is not None and crv not in curves:
+            raise _Skip(f"curve {crv} does not match alg {alg}")
+    return alg, crv
+
+
+def _check_material(raw: Mapping[str, Any], kty: str) -> None:
+    # joserfc's own decoder skips stray characters; refuse them before it sees the key
+    material: dict[str, bytes] = {}
+    for name in _MATERIAL[kty]:
+        value = raw.get(name)
+        decoded = b64url_decode(value.encode("ascii")) if isinstance(value, str) and value.isascii() else None
+        if not decoded:
+            raise _Skip(f"{name} is missing or not base64url")
+        material[name] = decoded
+    if kty == "RSA":
+        bits = int.from_bytes(material["n"]).bit_length()
+        if bits < _RSA_MIN_BITS:
+            raise _Skip(f"rsa key too small ({bits} bits)")
+        if bits > _RSA_MAX_BITS:
+            raise _Skip(f"rsa key too large ({bits} bits)")

@@ -1,0 +1,267 @@
+"""JWS compact parsing, signature verification and JWT claim checks, on cryptography directly.
+
+This is the per-request hot path, so it skips joserfc (its generic header registry and key
+guessing cost more than the signature) and trusts only what it checks itself:
+
+- the token is bounded before any decoding, so a 10 MB header costs a length comparison;
+- ``alg`` comes from an allow-list of asymmetric algorithms (RFC 8725 §3.1): ``none`` and HS* are
+  refused before a key is looked at, so a public key can never become an HMAC secret;
+- keys come only from the cached JWKS by ``kid``: ``jku``, ``x5u``, ``jwk`` and ``x5c`` are never
+  fetched or used (RFC 8725 §3.10), and ``crit`` is refused because we implement no extension
+  (RFC 7515 §4.1.11), which also refuses unencoded payloads (RFC 7797 ``b64: false``).
+
+``TokenError.reason`` codes: ``token_too_large``, ``malformed``, ``alg_not_allowed``,
+``crit_unsupported``, ``unsupported_header``, ``malformed_claims``, ``expired``, ``not_yet_valid``,
+``issued_in_future``, ``audience_mismatch``, ``issuer_mismatch``. Messages never quote the token,
+its header values or its claims.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from typing import Any, Final
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from ._errors import TokenError
+from ._jose import ALLOWED_DEFAULT, B64URL_CHARS, JsonProblem, KeyEntry, b64url_decode, decode_json, key_fits_alg
+
+__all__ = [
+    "ALLOWED_DEFAULT",
+    "ParsedJws",
+    "check_alg",
+    "check_claims",
+    "key_fits_alg",
+    "parse_jws",
+    "verify_signature",
+]
+
+_HASHES: Final[dict[str, type[hashes.HashAlgorithm]]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
+}
+# claims may nest deeper than a JWKS (roles, custom objects); the token size bounds the rest
+_CLAIMS_MAX_DEPTH: Final = 64
+# NumericDate beyond 2**53 is nonsense (and float arithmetic on it is inexact)
+_MAX_NUMERIC_DATE: Final = 2.0**53
+# a claim present as JSON null is malformed, not absent
+_ABSENT: Final = object()
+
+
+class ParsedJws:
+    """A compact JWS split and decoded, not yet verified: nothing in it is trusted."""
+
+    __slots__ = ("alg", "header", "kid", "payload_segment", "signature", "signing_input")
+
+    def __init__(
+        self,
+        header: dict[str, Any],
+        alg: str,
+        kid: str | None,
+        signing_input: bytes,
+        signature: bytes,
+        payload_segment: bytes,
+    ) -> None:
+        self.header = header
+        self.alg = alg
+        self.kid = kid
+        self.signing_input = signing_input
+        self.signature = signature
+        self.payload_segment = payload_segment
+
+    def __repr__(self) -> str:
+        return f"ParsedJws(alg={self.alg!r}, kid={self.kid!r})"
+
+
+def _malformed(what: str) -> TokenError:
+    return TokenError(f"token is not a valid compact JWS: {what}", reason="malformed")
+
+
+def parse_jws(token: str | bytes, *, max_token_bytes: int = 16384) -> ParsedJws:
+    """Split a compact JWS and vet its protected header.
+
+    Args:
+        token: the compact serialization, as text or ASCII bytes.
+        max_token_bytes: longer tokens are refused before any decoding.
+
+    Raises:
+        TokenError: with reason ``token_too_large``, ``malformed``, ``alg_not_allowed``,
+            ``crit_unsupported`` or ``unsupported_header``.
+    """
+    if not isinstance(token, str | bytes):
+        raise _malformed("not text")
+    if len(token) > max_token_bytes:
+        raise TokenError(f"token is longer than {max_token_bytes} bytes", reason="token_too_large")
+    if isinstance(token, str):
+        if not token.isascii():
+            raise _malformed("non-ASCII characters")
+        token = token.encode("ascii")
+    if token.count(b".") != 2:
+        raise _malformed("not three segments")
+    header_segment, payload_segment, signature_segment = token.split(b".")
+    header_bytes = b64url_decode(header_segment)
+    signature = b64url_decode(signature_segment)
+    if not header_bytes or signature is None or B64URL_CHARS.fullmatch(payload_segment) is None:
+        raise _malformed("bad base64url")
+    try:
+        header = decode_json(header_bytes)
+    except JsonProblem as exc:
+        raise _malformed(f"header {exc.message}") from exc
+    if not isinstance(header, dict):
+        raise _malformed("header is not a JSON object")
+    alg, kid = _vet_header(header)
+    return ParsedJws(
+        header, alg, kid, token[: len(header_segment) + 1 + len(payload_segment)], signature, payload_segment
+    )
+
+
+def _vet_header(header: dict[str, Any]) -> tuple[str, str | None]:
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise _malformed("header alg is missing or not a string")
+    if alg not in ALLOWED_DEFAULT:
+        raise TokenError("token alg is not allowed", reason="alg_not_allowed")
+    if "crit" in header:
+        raise TokenError("token header has crit extensions, none are supported", reason="crit_unsupported")
+    if "b64" in header and header["b64"] is not True:
+        raise TokenError("unencoded payloads (b64) are not supported", reason="unsupported_header")
+    kid = header.get("kid")
+    if "kid" in header and not isinstance(kid, str):
+        raise _malformed("header kid is not a string")
+    return alg, kid
+
+
+def check_alg(alg: str, allowed: Collection[str]) -> None:
+    """Refuse ``alg`` unless it is both asymmetric and in the provider's ``allowed`` list.
+
+    Membership is exact: allowing ``EdDSA`` does not allow ``Ed25519`` tokens.
+
+    Raises:
+        TokenError: reason ``alg_not_allowed``.
+    """
+    if alg not in ALLOWED_DEFAULT or alg not in allowed:
+        raise TokenError("token alg is not allowed", reason="alg_not_allowed")
+
+
+def verify_signature(parsed: ParsedJws, entry: KeyEntry) -> bool:
+    """Whether ``entry`` verifies the token's signature; False for a key that does not fit its alg."""
+    alg = parsed.alg
+    if not key_fits_alg(entry, alg):
+        return False
+    key = entry.verifier
+    data = parsed.signing_input
+    signature = parsed.signature
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            digest = _HASHES[alg[2:]]()
+            pad: padding.AsymmetricPadding = (
+                padding.PKCS1v15()
+                if alg.startswith("RS")
+                else padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)  # RFC 7518 §3.5
+            )
+            key.verify(signature, data, pad, digest)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            # JWS carries raw r||s of fixed width (RFC 7518 §3.4); anything else is not a signature
+            size = (key.curve.key_size + 7) // 8
+            if len(signature) != 2 * size:
+                return False
+            der = encode_dss_signature(int.from_bytes(signature[:size]), int.from_bytes(signature[size:]))
+            key.verify(der, data, ec.ECDSA(_HASHES[alg[2:]]()))
+        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+            key.verify(signature, data)
+        else:
+            return False
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def check_claims(
+    parsed: ParsedJws,
+    *,
+    now: float,
+    leeway: float,
+    audience: str | Sequence[str] | None,
+    issuer: str | None,
+) -> dict[str, Any]:
+    """Decode the payload and check the registered time, audience and issuer claims (RFC 7519 §4.1).
+
+    Call only after the signature verified. Comparisons are written to fail closed, so a NaN
+    ``now`` or ``leeway`` rejects the token instead of skipping the check.
+
+    Args:
+        parsed: the token from :func:`parse_jws`.
+        now: wall-clock seconds since the epoch (from the Clock seam).
+        leeway: clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds.
+        audience: when given, ``aud`` must contain it (or one of them); a missing ``aud`` fails.
+        issuer: when given, ``iss`` must equal it.
+
+    Returns:
+        The claims.
+
+    Raises:
+        TokenError: reason ``malformed_claims``, ``expired``, ``not_yet_valid``, ``issued_in_future``,
+            ``audience_mismatch`` or ``issuer_mismatch``.
+    """
+    claims = _decode_claims(parsed.payload_segment)
+    exp = _numeric_date(claims, "exp")
+    nbf = _numeric_date(claims, "nbf")
+    iat = _numeric_date(claims, "iat")
+    if exp is not None and not now < exp + leeway:
+        raise TokenError("token has expired", reason="expired")
+    if nbf is not None and not now + leeway >= nbf:
+        raise TokenError("token is not valid yet (nbf)", reason="not_yet_valid")
+    if iat is not None and not iat <= now + leeway:
+        raise TokenError("token was issued in the future (iat)", reason="issued_in_future")
+    _check_audience(claims.get("aud", _ABSENT), audience)
+    iss = claims.get("iss", _ABSENT)
+    if iss is not _ABSENT and not isinstance(iss, str):
+        raise TokenError("token iss is not a string", reason="malformed_claims")
+    if issuer is not None and iss != issuer:
+        raise TokenError("token issuer does not match", reason="issuer_mismatch")
+    return claims
+
+
+def _decode_claims(segment: bytes) -> dict[str, Any]:
+    payload = b64url_decode(segment)
+    if payload is None:
+        raise TokenError("token payload is not base64url", reason="malformed_claims")
+    try:
+        claims = decode_json(payload, max_depth=_CLAIMS_MAX_DEPTH)
+    except JsonProblem as exc:
+        raise TokenError(f"token payload is not valid JSON: {exc.message}", reason="malformed_claims") from exc
+    if not isinstance(claims, dict):
+        raise TokenError("token payload is not a JSON object", reason="malformed_claims")
+    return claims
+
+
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TokenError(f"token {name} is not a number", reason="malformed_claims")
+    if abs(value) > _MAX_NUMERIC_DATE:
+        raise TokenError(f"token {name} is out of range", reason="malformed_claims")
+    return float(value)
+
+
+def _check_audience(aud: object, expected: str | Sequence[str] | None) -> None:
+    if aud is _ABSENT:
+        values: tuple[str, ...] = ()
+    elif isinstance(aud, str):
+        values = (aud,)
+    elif isinstance(aud, list) and all(isinstance(a, str) for a in aud):
+        values = tuple(aud)
+    else:
+        raise TokenError("token aud is not a string or array of strings", reason="malformed_claims")
+    if expected is None:
+        return
+    wanted = (expected,) if isinstance(expected, str) else tuple(expected)
+    if not any(a in wanted for a in values):
+        raise TokenError("token audience does not match", reason="audience_mismatch")

@@ -1,0 +1,69 @@
+"""Data the library hands out or stores: provider state, status snapshots and persisted snapshots."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import msgspec
+
+__all__ = ["SNAPSHOT_VERSION", "ProviderState", "ProviderStatus", "Snapshot"]
+
+#: Bumped when a Snapshot field changes meaning; new optional fields do not bump it.
+SNAPSHOT_VERSION = 1
+
+
+class ProviderState(enum.StrEnum):
+    """Where a provider stands; computed on demand from its fields, never stored twice.
+
+    ``EMPTY``: registered, nothing fetched yet. ``LOADING``: first fetch in flight. ``READY``: fresh keys.
+    ``REFRESHING``: fresh or stale keys being served while a refresh is in flight. ``STALE``: past expiry,
+    still inside ``stale_while_error`` because refreshes fail. ``FAILED``: no usable keys (first fetch
+    failed, or the stale window ran out): lookups fail closed.
+    """
+
+    EMPTY = "empty"
+    LOADING = "loading"
+    READY = "ready"
+    REFRESHING = "refreshing"
+    STALE = "stale"
+    FAILED = "failed"
+
+
+class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """A point-in-time view of one provider, for dashboards, health checks and the control plane."""
+
+    tenant: str
+    provider: str
+    state: ProviderState
+    jwks_url: str | None
+    key_ids: tuple[str, ...]
+    last_refresh: datetime | None
+    next_refresh: datetime | None
+    expires_at: datetime | None
+    error_count: int
+    last_error: str | None
+    hits: int
+    misses: int
+    stale_serves: int
+    refreshes: int
+    refresh_errors: int
+    labels: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """A persisted key set: the raw body plus what is needed to trust and revalidate it.
+
+    Unknown fields are ignored and new ones get defaults, so mixed releases can share one store.
+    Times are wall-clock epoch seconds (UTC), the only scale that survives a restart.
+    """
+
+    tenant: str
+    provider: str
+    jwks_url: str
+    body: bytes
+    etag: str | None = None
+    last_modified: str | None = None
+    fetched_at: float = 0.0
+    expires_at: float = 0.0
+    version: int = SNAPSHOT_VERSION

@@ -1,0 +1,286 @@
+"""One registered provider: its current keys, its refresh loop and its single-flight fetches."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from ._clock import Clock, fail_at
+from ._config import ProviderConfig
+from ._errors import FetchError, JwksCacheError, KeyNotFoundError, SecurityError
+from ._jose import KeyEntry, KeyTable, key_fits_alg
+from ._published import Published
+from ._refresh import Refresher
+from ._schedule import KidCooldown, failure_delay, refresh_delay
+
+__all__ = ["Provider"]
+
+log = logging.getLogger("jwks_cache")
+
+_WAIT_MARGIN = 1.0  # seconds a waiter gives a flight beyond its retry deadline before giving up itself
+
+
+class _Flight:
+    """One shared fetch; waiters hold a reference and read the outcome after ``done``."""
+
+    __slots__ = ("conditional", "deadline", "done", "error", "ok")
+
+    def __init__(self, deadline: float, conditional: bool) -> None:
+        self.done = anyio.Event()
+        self.deadline = deadline
+        self.conditional = conditional
+        self.error: JwksCacheError | None = None
+        self.ok = False
+
+
+def _fresh_copy(exc: JwksCacheError) -> JwksCacheError:
+    """A new exception per waiter: one object raised in many tasks would share a mutating traceback."""
+    clone = copy.copy(exc)
+    clone.__cause__ = exc
+    clone.__traceback__ = None
+    return clone
+
+
+class Provider:
+    """Owns one registration's keys; the Registry owns the Provider's task."""
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        refresher: Refresher,
+        clock: Clock,
+        rng: random.Random,
+        *,
+        closed_error: Callable[[], JwksCacheError],
+        on_publish: Callable[[Provider, Published], None] | None = None,
+        published: Published | None = None,
+    ) -> None:
+        self.config = config
+        self.refresher = refresher
+        self._clock = clock
+        self._rng = rng
+        self._closed_error = closed_error
+        self._on_publish = on_publish
+        self.published = published
+        self.scope = anyio.CancelScope()
+        self._tg: TaskGroup | None = None
+        self.flight: _Flight | None = None
+        self._nap: anyio.CancelScope | None = None
+        self.next_refresh = -math.inf if published is None else self._after_success(published)
+        self.cooldown = KidCooldown(config.unknown_kid_cooldown)
+        self.last_error: JwksCacheError | None = None
+        self.last_failure_at = -math.inf
+        self.error_count = 0
+        self.hits = 0
+        self.misses = 0
+        self.stale_serves = 0
+        self.refreshes = 0
+        self.refresh_errors = 0
+        self.not_modified = 0
+        self.unknown_kid_rejections = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The refresh loop; flights run in this provider's own group so unregister cancels them too."""
+        with self.scope:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()  # before any network I/O: register() stays I/O-free
+                while True:
+                    await self._nap_until_due()
+                    await (self.flight or self.start_flight(conditional=True)).done.wait()
+
+    def close(self) -> None:
+        self.scope.cancel()
+
+    async def _nap_until_due(self) -> None:
+        while self._clock.monotonic() < self.next_refresh:
+            with anyio.CancelScope() as nap:
+                self._nap = nap
+                await self._clock.sleep_until(self.next_refresh)
+            self._nap = None
+
+    def _reschedule(self, when: float) -> None:
+        self.next_refresh = when
+        if self._nap is not None:
+            self._nap.cancel()
+
+    # -- single flight ---------------------------------------------------------------------------
+
+    def start_flight(self, *, conditional: bool) -> _Flight:
+        if self.flight is not None:
+            return self.flight
+        if self._tg is None:
+            raise self._closed_error()
+        deadline = self._clock.monotonic() + self._flight_budget()
+        flight = self.flight = _Flight(deadline, conditional)
+        self._tg.start_soon(self._fly, flight, name=f"jwks-cache fetch {self.config.tenant}/{self.config.provider}")
+        return flight
+
+    def _flight_budget(self) -> float:
+        # discovery may run its own retry sequence before the JWKS one
+        rounds = 1 if self.config.jwks_url is not None else 2
+        return rounds * self.config.retry.deadline + _WAIT_MARGIN
+
+    async def _fly(self, flight: _Flight) -> None:
+        try:
+            published = await self.refresher.fetch(self.published, conditional=flight.conditional)
+        except (FetchError, SecurityError) as exc:
+            self._record_failure(exc)
+            flight.error = exc
+        else:
+            self._record_success(published)
+            flight.ok = True
+        finally:
+            if self.flight is flight:
+                self.flight = None
+            if not flight.ok and flight.error is None:
+                flight.error = self._closed_error()
+            flight.done.set()  # a crash or cancel still releases every waiter
+
+    def _record_success(self, published: Published) -> None:
+        previous = self.published
+        self.published = published
+        self.refreshes += 1
+        self.error_count = 0
+        if previous is not None and published.table is previous.table:
+            self.not_modified += 1
+        else:
+            self.cooldown.forget_all()
+        if self.last_error is not None:
+            log.info(
+                "jwks-cache %s/%s: keys refreshed after %s", self.config.tenant, self.config.provider, self.last_error
+            )
+        self.last_error = None
+        self._reschedule(self._after_success(published))
+        if self._on_publish is not None:
+            self._on_publish(self, published)
+
+    def _after_success(self, published: Published) -> float:
+        cfg = self.config
+        delay = refresh_delay(
+            ttl=published.ttl,
+            refresh_early=cfg.refresh_early,
+            prefetch_jitter=cfg.prefetch_jitter,
+            min_ttl=cfg.min_ttl,
+            rng=self._rng,
+        )
+        return published.fetched_at + delay
+
+    def _record_failure(self, exc: JwksCacheError) -> None:
+        self.refresh_errors += 1
+        self.error_count += 1
+        self.last_error = exc
+        now = self._clock.monotonic()
+        self.last_failure_at = now
+        log.warning("jwks-cache %s/%s: refresh failed: %s", self.config.tenant, self.config.provider, exc)
+        self._reschedule(now + failure_delay(self.error_count, min_ttl=self.config.min_ttl, rng=self._rng))
+
+    async def wait(self, flight: _Flight) -> None:
+        """Wait for a flight under this caller's own deadline; cancelling the caller cancels nothing shared."""
+        try:
+            with fail_at(self._clock, flight.deadline):
+                await flight.done.wait()
+        except TimeoutError:
+            raise FetchError("timed out waiting for the key set fetch", url=self.refresher.jwks_url) from None
+        if flight.error is not None:
+            raise _fresh_copy(flight.error)
+
+    # -- lookups -----------------------------------------------------------------------------------
+
+    def lookup_nowait(self, kid: str, alg: str | None) -> Any:
+        """The sync path: fresh or stale-window keys only, never I/O."""
+        pub = self.published
+        if pub is not None:
+            now = self._clock.monotonic()
+            if now < pub.stale_until:
+                entry = _pick(pub.table, kid, alg)
+                if entry is not None:
+                    self.hits += 1
+                    if now >= pub.expires_at:
+                        self.stale_serves += 1
+                    return entry.jwk
+        self.misses += 1
+        raise KeyNotFoundError(f"{self._name}: kid {kid!r} is not cached")
+
+    async def table(self) -> KeyTable:
+        """The current usable set: fresh, stale within the window, or fetched now (single-flight)."""
+        pub = self.published
+        now = self._clock.monotonic()
+        if pub is not None and now < pub.stale_until:
+            if now >= pub.expires_at:
+                self.stale_serves += 1
+            return pub.table
+        if self.last_error is not None:
+            if pub is not None:  # past the stale window and refreshes fail: fail closed, the loop retries
+                raise FetchError(
+                    f"{self._name}: keys unavailable (stale window over): {self.last_error}",
+                    url=self.refresher.jwks_url,
+                ) from self.last_error
+            if now < self.last_failure_at + self.config.negative_cache_ttl:
+                raise _fresh_copy(self.last_error)
+        await self.wait(self.flight or self.start_flight(conditional=True))
+        pub = self.published
+        if pub is not None and self._clock.monotonic() < pub.stale_until:
+            return pub.table
+        raise FetchError(f"{self._name}: keys unavailable", url=self.refresher.jwks_url)
+
+    async def get_key(self, kid: str, alg: str | None) -> Any:
+        entry = _pick(await self.table(), kid, alg)
+        if entry is not None:
+            self.hits += 1
+            return entry.jwk
+        return (await self.refresh_for_unknown_kid(kid, alg)).jwk
+
+    async def refresh_for_unknown_kid(self, kid: str, alg: str | None) -> KeyEntry:
+        """At most one refresh per cooldown for kids the set lacks; the rest fail at once."""
+        now = self._clock.monotonic()
+        cooldown = self.cooldown
+        if cooldown.recently_absent(kid, now):
+            return self._reject(kid)
+        if cooldown.may_refresh(now):
+            cooldown.note_refresh(now)
+            flight = self.flight or self.start_flight(conditional=False)
+        elif self.flight is not None:
+            flight = self.flight  # a refresh is already on its way: share it rather than fail
+        else:
+            return self._reject(kid)
+        try:
+            await self.wait(flight)
+        except (FetchError, SecurityError) as exc:
+            self.misses += 1
+            raise KeyNotFoundError(f"{self._name}: kid {kid!r} unknown and the refresh failed: {exc}") from exc
+        pub = self.published
+        entry = _pick(pub.table, kid, alg) if pub is not None else None
+        if entry is None:
+            cooldown.remember_absent(kid, self._clock.monotonic())
+            return self._reject(kid)
+        return entry
+
+    def _reject(self, kid: str) -> KeyEntry:
+        self.misses += 1
+        self.unknown_kid_rejections += 1
+        raise KeyNotFoundError(f"{self._name}: no usable key with kid {kid!r}")
+
+    async def refresh(self) -> None:
+        """Join the fetch in progress or start a conditional one; raise its error."""
+        await self.wait(self.flight or self.start_flight(conditional=True))
+
+    @property
+    def _name(self) -> str:
+        return f"{self.config.tenant}/{self.config.provider}"
+
+
+def _pick(table: KeyTable, kid: str, alg: str | None) -> KeyEntry | None:
+    entry = table.by_kid.get(kid)
+    if entry is None or (alg is not None and not key_fits_alg(entry, alg)):
+        return None
+    return entry

@@ -1,0 +1,82 @@
+"""The immutable unit a provider swaps atomically: one key set plus its freshness bookkeeping."""
+
+from __future__ import annotations
+
+from ._jose import KeyTable
+
+__all__ = ["Published"]
+
+
+class Published:
+    """One usable key set, never mutated: readers take a reference and need no lock.
+
+    Monotonic fields (``expires_at``, ``stale_until``, ``fetched_at``) drive decisions; the wall-clock
+    ones exist for status, HTTP validators and snapshots, the only things that outlive the process.
+    """
+
+    __slots__ = (
+        "body",
+        "etag",
+        "expires_at",
+        "fetched_at",
+        "last_modified",
+        "no_store",
+        "stale_until",
+        "table",
+        "ttl",
+        "url",
+        "wall_expires_at",
+        "wall_fetched_at",
+    )
+
+    def __init__(
+        self,
+        *,
+        table: KeyTable,
+        body: bytes,
+        url: str,
+        fetched_at: float,
+        ttl: float,
+        stale_while_error: float,
+        wall_fetched_at: float,
+        etag: str | None,
+        last_modified: str | None,
+        no_store: bool,
+    ) -> None:
+        self.table = table
+        self.body = body
+        self.url = url
+        self.fetched_at = fetched_at
+        self.ttl = ttl
+        self.expires_at = fetched_at + ttl
+        self.stale_until = self.expires_at + stale_while_error
+        self.wall_fetched_at = wall_fetched_at
+        self.wall_expires_at = wall_fetched_at + ttl
+        self.etag = etag
+        self.last_modified = last_modified
+        self.no_store = no_store
+
+    def revalidated(
+        self,
+        *,
+        fetched_at: float,
+        ttl: float,
+        stale_while_error: float,
+        wall_fetched_at: float,
+        etag: str | None,
+        last_modified: str | None,
+        no_store: bool,
+    ) -> Published:
+        """The same keys with the freshness a 304 granted (validators updated when the 304 sent new ones)."""
+        return Published(
+            table=self.table,
+            body=self.body,
+            url=self.url,
+            fetched_at=fetched_at,
+            ttl=ttl,
+            stale_while_error=stale_while_error,
+            wall_fetched_at=wall_fetched_at,
+            etag=etag or self.etag,
+            last_modified=last_modified or self.last_modified,
+            no_store=no_store,
+        )

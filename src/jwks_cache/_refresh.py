@@ -1,0 +1,137 @@
+"""What one refresh of one provider does: discovery, a conditional fetch with retries, parsing.
+
+Kept apart from the provider's state machine so the order of checks reads top to bottom and the
+provider only decides *when* and *for whom* to refresh.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Final
+
+import msgspec
+
+from ._clock import Clock
+from ._config import ProviderConfig
+from ._errors import FetchError, InvalidJwksError, SecurityError
+from ._fetch import Fetcher, FetchResult
+from ._freshness import compute_freshness, conditional_headers
+from ._jose import parse_jwks
+from ._published import Published
+from ._retry import with_retries
+from ._security import HopPolicy, check_url
+
+__all__ = ["Refresher"]
+
+_DISCOVERY_PATH: Final = "/.well-known/openid-configuration"
+_DISCOVERY_MAX_BYTES: Final = 256 * 1024
+
+
+class _DiscoveryDocument(msgspec.Struct):
+    issuer: str
+    jwks_uri: str
+
+
+class _Discovered:
+    __slots__ = ("expires_at", "jwks_uri")
+
+    def __init__(self, jwks_uri: str, expires_at: float) -> None:
+        self.jwks_uri = jwks_uri
+        self.expires_at = expires_at
+
+
+class Refresher:
+    """Fetches one provider's key set under its policy; holds only the discovery cache."""
+
+    def __init__(
+        self, config: ProviderConfig, policy: HopPolicy, fetcher: Fetcher, clock: Clock, rng: random.Random
+    ) -> None:
+        self._config = config
+        self._policy = policy
+        self._fetcher = fetcher
+        self._clock = clock
+        self._rng = rng
+        self._discovered: _Discovered | None = None
+        self.retries = 0  # cumulative retried attempts, for status and telemetry
+
+    @property
+    def jwks_url(self) -> str | None:
+        """The JWKS URL in use: configured, or the last one discovery gave."""
+        if self._config.jwks_url is not None:
+            return self._config.jwks_url
+        return self._discovered.jwks_uri if self._discovered is not None else None
+
+    async def fetch(self, current: Published | None, *, conditional: bool) -> Published:
+        """Return a new Published (200), or ``current`` re-dated (304). Raises FetchError/SecurityError."""
+        url = await self._resolve_jwks_url()
+        extra: dict[str, str] = {}
+        if conditional and current is not None and current.url == url:
+            extra = conditional_headers(current.etag, current.last_modified)
+        result = await self._get(url, extra, self._config.max_response_bytes)
+        cfg = self._config
+        fresh = compute_freshness(result.headers, now=result.received_at, min_ttl=cfg.min_ttl, max_ttl=cfg.max_ttl)
+        common = {
+            "fetched_at": self._clock.monotonic(),
+            "ttl": fresh.ttl,
+            "stale_while_error": cfg.stale_while_error,
+            "wall_fetched_at": result.received_at,
+            "etag": fresh.etag,
+            "last_modified": fresh.last_modified,
+            "no_store": fresh.no_store,
+        }
+        if result.status == 304:
+            if current is None or not extra:
+                raise FetchError(f"GET {url}: 304 Not Modified to an unconditional request", url=url, status=304)
+            return current.revalidated(**common)  # type: ignore[arg-type]
+        assert result.body is not None
+        table = parse_jwks(result.body, url=url, max_keys=cfg.max_keys)
+        return Published(table=table, body=result.body, url=url, **common)  # type: ignore[arg-type]
+
+    async def _get(self, url: str, extra: dict[str, str], max_bytes: int) -> FetchResult:
+        cfg = self._config
+
+        def on_retry(_attempt: int, _exc: BaseException) -> None:
+            self.retries += 1
+
+        async def attempt() -> FetchResult:
+            return await self._fetcher.get(
+                url,
+                policy=self._policy,
+                max_redirects=cfg.max_redirects,
+                max_bytes=max_bytes,
+                attempt_timeout=cfg.retry.attempt_timeout,
+                headers=extra,
+            )
+
+        return await with_retries(
+            attempt, policy=cfg.retry, clock=self._clock, rng=self._rng, url=url, on_retry=on_retry
+        )
+
+    async def _resolve_jwks_url(self) -> str:
+        """OIDC Discovery 1.0 §4: the configured issuer must equal the document's, byte for byte."""
+        if self._config.jwks_url is not None:
+            return self._config.jwks_url
+        found = self._discovered
+        if found is not None and self._clock.monotonic() < found.expires_at:
+            return found.jwks_uri
+        issuer = self._config.issuer
+        assert issuer is not None
+        url = issuer.rstrip("/") + _DISCOVERY_PATH
+        result = await self._get(url, {}, _DISCOVERY_MAX_BYTES)
+        if result.status != 200 or result.body is None:
+            raise FetchError(f"GET {url}: unexpected HTTP {result.status} for discovery", url=url, status=result.status)
+        try:
+            doc = msgspec.json.decode(result.body, type=_DiscoveryDocument)
+        except msgspec.ValidationError as exc:
+            raise InvalidJwksError(f"{url}: discovery document: {exc}", url=url) from exc
+        except msgspec.DecodeError as exc:
+            raise InvalidJwksError(f"{url}: discovery document is not JSON: {exc}", url=url) from exc
+        if doc.issuer != issuer:
+            raise SecurityError(
+                f"{url}: discovery issuer {doc.issuer!r} does not match the configured issuer {issuer!r}", url=url
+            )
+        check_url(doc.jwks_uri, self._policy)
+        cfg = self._config
+        fresh = compute_freshness(result.headers, now=result.received_at, min_ttl=cfg.min_ttl, max_ttl=cfg.max_ttl)
+        self._discovered = _Discovered(doc.jwks_uri, self._clock.monotonic() + fresh.ttl)
+        return doc.jwks_uri

@@ -1,0 +1,264 @@
+"""The Registry: the nursery every provider loop and fetch lives in, and the public lookup surface."""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import anyio
+import anyio.lowlevel
+import httpx
+import msgspec
+from anyio.abc import TaskGroup
+
+from ._clock import Clock, SystemClock
+from ._config import ProviderConfig
+from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError
+from ._fetch import Fetcher
+from ._jose import key_fits_alg
+from ._models import ProviderStatus
+from ._provider import Provider
+from ._refresh import Refresher
+from ._security import HopPolicy, check_url, host_allowed
+from ._status import provider_status
+
+__all__ = ["Registry"]
+
+_EXIT_FLUSH_TIMEOUT: Final = 5.0
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Registry(anyio.AsyncContextManagerMixin):
+    """Keeps the key sets of many tenants' identity providers fresh inside one task group.
+
+    Use it as ``async with Registry() as reg:``; leaving the block cancels every refresh loop and
+    fetch, and no task outlives it. Lookups on warm keys are a dict read and a clock comparison.
+
+    Args:
+        require_https: floor for every registration (a registration may not lower it).
+        allowed_domains: floor: when non-empty, every registration's hosts must fall inside it.
+        allow_private_networks: allow hosts resolving to loopback/private/link-local addresses
+            (tests, in-cluster identity providers). Off by default against SSRF.
+        default_refresh_early: replaces ``refresh_early`` of registrations that left it at its default.
+        default_stale_while_error: likewise for ``stale_while_error``.
+        http_client: an ``httpx.AsyncClient`` you own (custom CA, proxies); redirects are still followed
+            by the library hop by hop. Without one the registry makes and closes its own.
+        store: a SnapshotStore for warm restarts (see the persistence docs).
+        clock: a Clock; tests pass ``jwks_cache.testing.VirtualClock``.
+    """
+
+    def __init__(
+        self,
+        *,
+        require_https: bool = True,
+        allowed_domains: Sequence[str] = (),
+        allow_private_networks: bool = False,
+        default_refresh_early: float | None = None,
+        default_stale_while_error: float | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        store: Any = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._require_https = require_https
+        self._allowed_domains = tuple(allowed_domains)
+        self._allow_private = allow_private_networks
+        self._default_refresh_early = default_refresh_early
+        self._default_stale = default_stale_while_error
+        self._http_client = http_client
+        self._store = store
+        self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._state = _State.UNOPENED
+        self._providers: dict[tuple[str, str], Provider] = {}
+        self._tg: TaskGroup | None = None
+        self._fetcher: Fetcher | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Registry]:
+        if self._state is not _State.UNOPENED:
+            raise RegistryClosedError("a Registry can be entered once; make a new one")
+        self._state = _State.OPEN
+        own_client = self._http_client is None
+        client = self._http_client or httpx.AsyncClient(trust_env=False)
+        self._fetcher = fetcher = Fetcher(client, self._clock)
+        attach = getattr(self._clock, "attach_io_probe", None)
+        if attach is not None:
+            attach(fetcher.busy)
+        try:
+            async with _unwrap_single(), anyio.create_task_group() as tg:
+                self._tg = tg
+                try:
+                    yield self
+                finally:
+                    self._state = _State.CLOSED
+                    tg.cancel_scope.cancel()
+        finally:
+            self._providers.clear()
+            self._tg = None
+            detach = getattr(self._clock, "detach_io_probe", None)
+            if detach is not None:
+                detach(fetcher.busy)
+            if own_client:
+                with anyio.CancelScope(shield=True):
+                    await client.aclose()
+
+    def _closed_error(self) -> JwksCacheError:
+        return RegistryClosedError("the Registry is closed")
+
+    def _check_open(self) -> TaskGroup:
+        if self._state is not _State.OPEN or self._tg is None:
+            raise RegistryClosedError("the Registry is not open; use it inside `async with Registry(...) as reg:`")
+        return self._tg
+
+    # -- registrations -------------------------------------------------------------------------------
+
+    async def register(self, config: ProviderConfig) -> None:
+        """Add or replace a registration; validates it and starts its refresh loop. No network I/O.
+
+        Re-registering cancels the old loop and keeps the cached keys when the JWKS URL is unchanged.
+
+        Raises:
+            ConfigError: the registration violates a registry floor (https, allowed domains).
+        """
+        tg = self._check_open()
+        config = self._apply_defaults(config)
+        policy = self._policy_for(config)
+        assert self._fetcher is not None
+        refresher = Refresher(config, policy, self._fetcher, self._clock, self._rng)
+        old = self._providers.get(config.key)
+        kept = None
+        if old is not None and old.config.jwks_url == config.jwks_url and old.config.issuer == config.issuer:
+            kept = old.published
+        provider = Provider(
+            config,
+            refresher,
+            self._clock,
+            self._rng,
+            closed_error=lambda: self._gone_error(config.tenant, config.provider),
+            published=kept,
+        )
+        await tg.start(provider.run, name=f"jwks-cache loop {config.tenant}/{config.provider}")
+        self._providers[config.key] = provider
+        if old is not None:
+            old.close()
+
+    async def unregister(self, tenant: str, provider: str) -> bool:
+        """Stop a provider's loop and drop its keys; False if it was not registered."""
+        self._check_open()
+        old = self._providers.pop((tenant, provider), None)
+        if old is None:
+            await anyio.lowlevel.checkpoint()
+            return False
+        old.close()
+        await anyio.lowlevel.checkpoint()
+        return True
+
+    def _apply_defaults(self, config: ProviderConfig) -> ProviderConfig:
+        changes: dict[str, float] = {}
+        if self._default_refresh_early is not None and config.refresh_early == 30.0:
+            changes["refresh_early"] = self._default_refresh_early
+        if self._default_stale is not None and config.stale_while_error == 60.0:
+            changes["stale_while_error"] = self._default_stale
+        return msgspec.structs.replace(config, **changes) if changes else config
+
+    def _policy_for(self, config: ProviderConfig) -> HopPolicy:
+        if self._require_https and not config.require_https:
+            raise ConfigError("require_https: the Registry requires https for every registration")
+        floor = self._allowed_domains
+        if floor:
+            for domain in config.allowed_domains:
+                if not host_allowed(domain, floor):
+                    raise ConfigError(f"allowed_domains: {domain!r} is outside the Registry's allowed_domains")
+        policy = HopPolicy(
+            require_https=config.require_https,
+            allowed_domains=config.allowed_domains or floor,
+            allow_private_networks=self._allow_private,
+            pinned_spki=config.pinned_spki,
+        )
+        for field in ("jwks_url", "issuer"):
+            url = getattr(config, field)
+            if url is not None:
+                try:
+                    check_url(url, policy)
+                except JwksCacheError as exc:
+                    raise ConfigError(f"{field}: {exc}") from exc
+        return policy
+
+    # -- lookups -------------------------------------------------------------------------------------
+
+    def _provider(self, tenant: str, provider: str) -> Provider:
+        found = self._providers.get((tenant, provider))
+        if found is None:
+            raise self._gone_error(tenant, provider)
+        return found
+
+    def _gone_error(self, tenant: str, provider: str) -> JwksCacheError:
+        if self._state is not _State.OPEN:
+            return self._closed_error()
+        return NotRegisteredError(f"no provider registered as {tenant}/{provider}")
+
+    def get_key_nowait(self, tenant: str, provider: str, kid: str, *, alg: str | None = None) -> Any:
+        """The synchronous fast path: a cached key or ``KeyNotFoundError``; never I/O, never waits."""
+        return self._provider(tenant, provider).lookup_nowait(kid, alg)
+
+    async def get_key(self, tenant: str, provider: str, kid: str, *, alg: str | None = None) -> Any:
+        """The public key ``kid`` of a provider, fetching or refreshing (single-flight) when needed.
+
+        Warm keys are answered without a lock, I/O or a scheduling point.
+
+        Raises:
+            KeyNotFoundError: the set lacks the kid (after at most one throttled refresh).
+            FetchError: no usable key set could be had.
+            NotRegisteredError, RegistryClosedError.
+        """
+        found = self._providers.get((tenant, provider))
+        if found is not None:
+            pub = found.published
+            if pub is not None and self._clock.monotonic() < pub.expires_at:
+                entry = pub.table.by_kid.get(kid)
+                if entry is not None and (alg is None or key_fits_alg(entry, alg)):
+                    found.hits += 1
+                    return entry.jwk
+            return await found.get_key(kid, alg)
+        raise self._gone_error(tenant, provider)
+
+    async def resolve(self, tenant: str, provider: str) -> Any:
+        """The provider's current usable key set as a joserfc ``KeySet`` (public members only)."""
+        table = await self._provider(tenant, provider).table()
+        return table.key_set()
+
+    async def refresh(self, tenant: str, provider: str) -> None:
+        """Refresh now (conditional), or join the refresh in progress; raises its error."""
+        await self._provider(tenant, provider).refresh()
+
+    def status(self, tenant: str, provider: str) -> ProviderStatus:
+        return provider_status(self._provider(tenant, provider), self._clock)
+
+    def statuses(self) -> list[ProviderStatus]:
+        self._check_open()
+        return [provider_status(p, self._clock) for p in self._providers.values()]
+
+
+@asynccontextmanager
+async def _unwrap_single() -> AsyncIterator[None]:
+    """Let a lone exception out of the task group as itself, as trio-websocket does."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            inner = group.exceptions[0]
+            while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+                inner = inner.exceptions[0]
+            raise inner from inner.__cause__
+        raise

@@ -1,0 +1,419 @@
+"""The core cache against a real loopback identity provider: counts of upstream requests and errors."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import anyio
+import pytest
+from tests.helpers import PROVIDER, TENANT, config_for, eventually, loopback_registry
+
+from jwks_cache import (
+    FetchError,
+    KeyNotFoundError,
+    NotRegisteredError,
+    ProviderState,
+    RegistryClosedError,
+)
+from jwks_cache.testing import LocalIdentityProvider, VirtualClock
+
+
+async def test_thousand_concurrent_cold_callers_share_one_upstream_request() -> None:
+    results: list[str] = []
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            await reg.register(config_for(idp))
+            kid = idp.kids[0]
+
+            async def caller() -> None:
+                key = await reg.get_key(TENANT, PROVIDER, kid)
+                results.append(key.kid)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(1000):
+                    tg.start_soon(caller)
+            assert idp.request_count == 1
+            assert results == [kid] * 1000
+            assert reg.status(TENANT, PROVIDER).state is ProviderState.READY
+
+
+async def test_cancelled_waiters_do_not_cancel_the_shared_fetch() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            idp.stall(math.inf)
+            await reg.register(config_for(idp))
+            kid = idp.kids[0]
+            got: list[str] = []
+            scopes = [anyio.CancelScope() for _ in range(100)]
+
+            async def caller(scope: anyio.CancelScope) -> None:
+                with scope:
+                    got.append((await reg.get_key(TENANT, PROVIDER, kid)).kid)
+
+            async with anyio.create_task_group() as tg:
+                for scope in scopes:
+                    tg.start_soon(caller, scope)
+                await idp.wait_for_requests(1)
+                await anyio.wait_all_tasks_blocked()
+                for scope in scopes[::2]:
+                    scope.cancel()
+                await anyio.wait_all_tasks_blocked()
+                idp.recover()
+            assert got == [kid] * 50
+            assert idp.request_count == 1
+            assert reg.get_key_nowait(TENANT, PROVIDER, kid).kid == kid
+
+
+async def test_register_does_no_io_and_the_loop_fetches_first() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            await reg.register(config_for(idp))
+            assert idp.request_count == 0
+            await clock.settle()
+            assert idp.request_count == 1
+            assert reg.status(TENANT, PROVIDER).key_ids == tuple(idp.kids)
+
+
+async def test_refresh_revalidates_with_etag_and_a_304_keeps_the_keys() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = "max-age=300"
+            await reg.register(config_for(idp, prefetch_jitter=0.0))
+            kid = idp.kids[0]
+            first = await reg.get_key(TENANT, PROVIDER, kid)
+            etag = idp.requests[-1]
+            assert "if-none-match" not in etag.headers
+            await clock.advance(270.5)  # 300 - refresh_early 30
+            assert idp.request_count == 2
+            revalidation = idp.requests[-1].headers
+            assert revalidation.get("if-none-match", "").startswith('"')
+            assert "if-modified-since" in revalidation
+            status = reg.status(TENANT, PROVIDER)
+            assert status.refreshes == 2 and status.error_count == 0
+            assert reg.get_key_nowait(TENANT, PROVIDER, kid) is first  # same objects: the 304 kept the set
+            assert status.expires_at is not None and status.last_refresh is not None
+            assert (status.expires_at - status.last_refresh).total_seconds() == pytest.approx(300)
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "expected_ttl"),
+    [("max-age=5", 30.0), ("max-age=600", 600.0), ("max-age=999999", 86400.0), ("no-store", 30.0), (None, 300.0)],
+)
+async def test_ttl_comes_from_cache_control_and_is_clamped(cache_control: str | None, expected_ttl: float) -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = cache_control
+            await reg.register(config_for(idp))
+            await reg.refresh(TENANT, PROVIDER)
+            status = reg.status(TENANT, PROVIDER)
+            assert status.expires_at is not None and status.last_refresh is not None
+            assert (status.expires_at - status.last_refresh).total_seconds() == pytest.approx(expected_ttl)
+
+
+async def test_age_header_is_subtracted_from_max_age() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = "max-age=600"
+            idp.extra_headers = {"Age": "200"}
+            await reg.register(config_for(idp))
+            await reg.refresh(TENANT, PROVIDER)
+            status = reg.status(TENANT, PROVIDER)
+            assert status.expires_at is not None and status.last_refresh is not None
+            assert (status.expires_at - status.last_refresh).total_seconds() == pytest.approx(400)
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_refresh_is_scheduled_early_with_bounded_jitter(seed: int) -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock, rng=random.Random(seed)) as reg:
+            idp.cache_control = "max-age=300"
+            await reg.register(config_for(idp, refresh_early=30.0, prefetch_jitter=5.0))
+            await reg.refresh(TENANT, PROVIDER)
+            status = reg.status(TENANT, PROVIDER)
+            assert status.next_refresh is not None and status.last_refresh is not None
+            lead = (status.next_refresh - status.last_refresh).total_seconds()
+            assert 265.0 <= lead <= 270.0
+            await clock.advance(264.9)
+            assert idp.request_count == 1
+            await clock.advance(5.2)
+            assert idp.request_count == 2
+
+
+async def test_short_ttl_never_refreshes_more_often_than_half_min_ttl() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = "max-age=0"
+            await reg.register(config_for(idp, refresh_early=60.0, max_ttl=120.0))
+            await clock.settle()
+            for _ in range(10):
+                await clock.advance(5.0)
+            assert idp.request_count == 4  # t=0, 15, 30, 45: every min_ttl/2, no storm
+
+
+async def test_outage_serves_stale_keys_then_fails_closed() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = "max-age=60"
+            await reg.register(config_for(idp, stale_while_error=60.0, prefetch_jitter=0.0))
+            kid = idp.kids[0]
+            await reg.get_key(TENANT, PROVIDER, kid)
+            idp.fail(503)
+            await clock.advance(61.0)  # past expiry; refreshes keep failing
+            assert reg.status(TENANT, PROVIDER).state is ProviderState.STALE
+            assert (await reg.get_key(TENANT, PROVIDER, kid)).kid == kid
+            assert reg.get_key_nowait(TENANT, PROVIDER, kid).kid == kid
+            status = reg.status(TENANT, PROVIDER)
+            assert status.stale_serves == 2
+            assert status.error_count >= 1 and status.last_error is not None and "503" in status.last_error
+            await clock.advance(60.0)  # past expiry + stale_while_error
+            with pytest.raises(FetchError):
+                await reg.get_key(TENANT, PROVIDER, kid)
+            with pytest.raises(KeyNotFoundError):
+                reg.get_key_nowait(TENANT, PROVIDER, kid)
+            assert reg.status(TENANT, PROVIDER).state is ProviderState.FAILED
+            idp.recover()
+            await clock.advance(20.0)  # the loop's backoff is capped at min_ttl / 2
+            assert (await reg.get_key(TENANT, PROVIDER, kid)).kid == kid
+            assert reg.status(TENANT, PROVIDER).error_count == 0
+
+
+async def test_failed_refresh_never_replaces_a_good_set() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            await reg.register(config_for(idp))
+            before = await reg.resolve(TENANT, PROVIDER)
+            for body in (b"<html>oops</html>", b'{"keys": []}', b'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'):
+                idp.set_body(body)
+                with pytest.raises(FetchError):
+                    await reg.refresh(TENANT, PROVIDER)
+            after = await reg.resolve(TENANT, PROVIDER)
+            assert [k.kid for k in after.keys] == [k.kid for k in before.keys] == idp.kids
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected_requests"),
+    [
+        (500, {}, 3),
+        (503, {}, 3),
+        (502, {}, 3),
+        (408, {}, 3),
+        (429, {}, 3),
+        (404, {}, 1),
+        (403, {}, 1),
+        (401, {}, 1),
+        (429, {"Retry-After": "3600"}, 1),  # beyond the 8 s deadline: give up at once
+    ],
+)
+async def test_only_transient_failures_are_retried(
+    status: int, headers: dict[str, str], expected_requests: int
+) -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.fail(status, headers=headers)
+            await reg.register(config_for(idp))
+            seen: list[int] = []
+            async with anyio.create_task_group() as tg:
+
+                async def cold() -> None:
+                    with pytest.raises(FetchError) as info:
+                        await reg.get_key(TENANT, PROVIDER, "any")
+                    assert info.value.status == status
+                    seen.append(idp.request_count)  # requests made by the one refresh the caller waited on
+
+                tg.start_soon(cold)
+                while not seen:
+                    await clock.advance(0.1)  # walks through the backoff sleeps
+            assert seen == [expected_requests]
+
+
+async def test_retry_after_is_honoured_within_the_deadline() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.fail(429, times=1, headers={"Retry-After": "3"})
+            await reg.register(config_for(idp))
+            got: list[str] = []
+            async with anyio.create_task_group() as tg:
+
+                async def cold() -> None:
+                    got.append((await reg.get_key(TENANT, PROVIDER, idp.kids[0])).kid)
+
+                tg.start_soon(cold)
+                await clock.advance(2.9)
+                assert idp.request_count == 1  # still waiting out Retry-After
+                await clock.advance(0.2)
+            assert idp.request_count == 2
+            assert got == [idp.kids[0]]
+
+
+async def test_unknown_kid_flood_costs_at_most_one_request_per_cooldown() -> None:
+    clock = VirtualClock()
+    rng = random.Random(7)
+    with anyio.fail_after(20):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = "max-age=3600"
+            await reg.register(config_for(idp, unknown_kid_cooldown=30.0))
+            known = idp.kids[0]
+            await reg.get_key(TENANT, PROVIDER, known)
+            rejected = 0
+            for second in range(90):
+                for _ in range(11):
+                    with pytest.raises(KeyNotFoundError):
+                        await reg.get_key(TENANT, PROVIDER, f"bogus-{rng.getrandbits(64):x}")
+                    rejected += 1
+                assert (await reg.get_key(TENANT, PROVIDER, known)).kid == known
+                await clock.advance(1.0)
+                assert idp.request_count <= 1 + (second // 30) + 1
+            assert rejected == 990
+            assert idp.request_count <= 4  # the first fetch plus one per 30 s cooldown over 90 s
+
+
+async def test_rotation_is_picked_up_by_an_unknown_kid_with_an_unconditional_refresh() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = "max-age=3600"
+            await reg.register(config_for(idp))
+            old = idp.kids[0]
+            await reg.get_key(TENANT, PROVIDER, old)
+            new = idp.rotate()
+            assert (await reg.get_key(TENANT, PROVIDER, new)).kid == new
+            assert idp.request_count == 2
+            assert "if-none-match" not in idp.requests[-1].headers  # a CDN stuck on 304 cannot hide rotation
+            with pytest.raises(KeyNotFoundError):
+                reg.get_key_nowait(TENANT, PROVIDER, old)  # keys absent upstream disappear
+
+
+async def test_an_absent_kid_is_remembered_and_costs_nothing_within_the_cooldown() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            await reg.register(config_for(idp, unknown_kid_cooldown=30.0))
+            await reg.get_key(TENANT, PROVIDER, idp.kids[0])
+            for _ in range(3):
+                with pytest.raises(KeyNotFoundError):
+                    await reg.get_key(TENANT, PROVIDER, "ghost")
+            assert idp.request_count == 2
+            status = reg.status(TENANT, PROVIDER)
+            assert status.misses == 3
+
+
+async def test_reregister_and_unregister_leak_no_tasks_and_keep_keys_for_the_same_url() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            await reg.register(config_for(idp))
+            kid = idp.kids[0]
+            await reg.get_key(TENANT, PROVIDER, kid)
+            await clock.settle()
+            baseline = len(anyio.get_running_tasks())
+            for _ in range(20):
+                await reg.register(config_for(idp, refresh_early=45.0))
+                await clock.settle()
+            assert len(anyio.get_running_tasks()) == baseline
+            assert reg.get_key_nowait(TENANT, PROVIDER, kid).kid == kid
+            assert idp.request_count == 1  # the same URL: keys kept, nothing refetched
+            assert await reg.unregister(TENANT, PROVIDER) is True
+            await clock.settle()
+            assert len(anyio.get_running_tasks()) == baseline - 1
+            assert await reg.unregister(TENANT, PROVIDER) is False
+            with pytest.raises(NotRegisteredError):
+                await reg.get_key(TENANT, PROVIDER, kid)
+            with pytest.raises(NotRegisteredError):
+                reg.status(TENANT, PROVIDER)
+
+
+async def test_leaving_the_block_with_a_stalled_upstream_is_prompt_and_releases_waiters() -> None:
+    errors: list[BaseException] = []
+    with anyio.fail_after(5):
+        async with LocalIdentityProvider() as idp:
+            idp.stall(math.inf)
+            started = anyio.current_time()
+            async with anyio.create_task_group() as outside, loopback_registry() as reg:
+                await reg.register(config_for(idp))
+
+                async def waiter() -> None:
+                    try:
+                        await reg.get_key(TENANT, PROVIDER, "k")
+                    except RegistryClosedError as exc:
+                        errors.append(exc)
+
+                outside.start_soon(waiter)
+                await idp.wait_for_requests(1)
+            assert anyio.current_time() - started < 1.0
+            assert len(errors) == 1
+
+
+async def test_every_method_raises_registry_closed_after_exit() -> None:
+    async with LocalIdentityProvider() as idp:
+        reg = loopback_registry()
+        with pytest.raises(RegistryClosedError):
+            await reg.register(config_for(idp))
+        async with reg:
+            await reg.register(config_for(idp))
+        with pytest.raises(RegistryClosedError):
+            await reg.get_key(TENANT, PROVIDER, "k")
+        with pytest.raises(RegistryClosedError):
+            reg.get_key_nowait(TENANT, PROVIDER, "k")
+        with pytest.raises(RegistryClosedError):
+            await reg.register(config_for(idp))
+        with pytest.raises(RegistryClosedError):
+            reg.statuses()
+        with pytest.raises(RegistryClosedError):
+            await reg.__aenter__()
+
+
+async def test_caller_exception_comes_out_unwrapped() -> None:
+    async with LocalIdentityProvider() as idp:
+        with pytest.raises(LookupError, match="mine"):  # noqa: PT012
+            async with loopback_registry() as reg:
+                await reg.register(config_for(idp))
+                raise LookupError("mine")
+
+
+async def test_cold_fetch_failure_reaches_every_waiter_as_its_error_not_a_timeout() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.fail(404)
+            await reg.register(config_for(idp))
+            errors: list[BaseException] = []
+
+            async def caller() -> None:
+                try:
+                    await reg.get_key(TENANT, PROVIDER, "k")
+                except FetchError as exc:
+                    errors.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(10):
+                    tg.start_soon(caller)
+            assert len(errors) == 10 and len({id(e) for e in errors}) == 10
+            assert all(e.status == 404 for e in errors)  # type: ignore[attr-defined]
+            assert idp.request_count == 1
+
+
+async def test_negative_cache_makes_cold_lookups_fail_fast_after_a_failure() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.fail(404)
+            await reg.register(config_for(idp, negative_cache_ttl=10.0))
+            for _ in range(5):
+                with pytest.raises(FetchError):
+                    await reg.get_key(TENANT, PROVIDER, "k")
+            assert idp.request_count == 1
+            idp.recover()
+            await clock.advance(10.5)
+            await eventually(lambda: idp.request_count >= 2, clock=clock)
+            assert (await reg.get_key(TENANT, PROVIDER, idp.kids[0])).kid == idp.kids[0]
