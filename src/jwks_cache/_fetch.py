@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable
 from typing import Final
 
-import anyio
+from anyio import getaddrinfo
 import httpx
 import msgspec
 
@@ -143,7 +143,7 @@ async def _check_resolved(host: str, url: str, policy: HopPolicy) -> None:
     else:
         return  # an IP literal was already judged by check_url
     try:
-        infos = await anyio.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        infos = await getaddrinfo(host, 443, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise FetchError(f"GET {url}: cannot resolve {host}: {exc}", url=url, transient=True) from exc
     for info in infos:

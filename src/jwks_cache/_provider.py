@@ -265,6 +265,30 @@ class Provider:
             return self._reject(kid)
         return entry
 
+    async def candidates(self, kid: str | None, alg: str) -> tuple[KeyEntry, ...]:
+        """Keys that may verify a token with this kid/alg; an unknown kid follows the cooldown rules."""
+        table = await self.table()
+        found = table.candidates(kid, alg)
+        if found:
+            self.hits += 1
+            return found
+        if kid is None:
+            self.misses += 1
+            raise KeyNotFoundError(f"{self._name}: no key fits a kid-less {alg} token")
+        return (await self.refresh_for_unknown_kid(kid, alg),)
+
+    async def refresh_after_bad_signature(self) -> bool:
+        """One throttled, unconditional refresh: the IdP may have replaced a key under the same kid."""
+        now = self._clock.monotonic()
+        if not self.cooldown.may_refresh(now):
+            return False
+        self.cooldown.note_refresh(now)
+        try:
+            await self.wait(self.flight or self.start_flight(conditional=False))
+        except (FetchError, SecurityError):
+            return False
+        return True
+
     def _reject(self, kid: str) -> KeyEntry:
         self.misses += 1
         self.unknown_kid_rejections += 1

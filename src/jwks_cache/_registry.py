@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -16,9 +17,10 @@ from anyio.abc import TaskGroup
 
 from ._clock import Clock, SystemClock
 from ._config import ProviderConfig
-from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError
+from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError, TokenError
 from ._fetch import Fetcher
-from ._jose import key_fits_alg
+from ._jose import ALLOWED_DEFAULT, key_fits_alg
+from ._jws import check_alg, check_claims, parse_jws, verify_signature
 from ._models import ProviderStatus
 from ._provider import Provider
 from ._refresh import Refresher
@@ -232,6 +234,51 @@ class Registry(anyio.AsyncContextManagerMixin):
                     return entry.jwk
             return await found.get_key(kid, alg)
         raise self._gone_error(tenant, provider)
+
+    async def verify(
+        self,
+        token: str | bytes,
+        *,
+        tenant: str,
+        provider: str,
+        audience: str | Sequence[str] | None = None,
+        issuer: str | None = None,
+        leeway: float = 0.0,
+    ) -> dict[str, Any]:
+        """Verify a compact JWS/JWT against the provider's keys and return its claims.
+
+        The algorithm must be in the provider's allowlist (asymmetric only) and fit the key's type
+        and curve, so alg confusion is impossible. ``audience`` and ``issuer`` default to the
+        registration's; a token carrying ``aud`` is refused when no audience is expected (RFC 7519
+        §4.1.3). A bad signature under a known kid triggers one throttled refresh and one retry.
+
+        Raises:
+            TokenError: the token failed (``.reason`` says why; never the claims).
+            KeyNotFoundError: its kid is not in the set, after the unknown-kid rules.
+            FetchError: no usable key set.
+        """
+        if not (math.isfinite(leeway) and leeway >= 0):
+            raise ConfigError(f"leeway must be a finite number >= 0 (got {leeway!r})")
+        found = self._provider(tenant, provider)
+        cfg = found.config
+        parsed = parse_jws(token)
+        check_alg(parsed.alg, cfg.algorithms or ALLOWED_DEFAULT)
+        if not any(verify_signature(parsed, e) for e in await found.candidates(parsed.kid, parsed.alg)):
+            if parsed.kid is None or not await found.refresh_after_bad_signature():
+                raise TokenError("signature verification failed", reason="bad_signature")
+            if not any(verify_signature(parsed, e) for e in await found.candidates(parsed.kid, parsed.alg)):
+                raise TokenError("signature verification failed", reason="bad_signature")
+        expected_aud = audience if audience is not None else cfg.audience
+        claims = check_claims(
+            parsed,
+            now=self._clock.time(),
+            leeway=leeway,
+            audience=expected_aud,
+            issuer=issuer if issuer is not None else cfg.issuer,
+        )
+        if expected_aud is None and "aud" in claims:
+            raise TokenError("token has an audience but none is expected", reason="audience_mismatch")
+        return claims
 
     async def resolve(self, tenant: str, provider: str) -> Any:
         """The provider's current usable key set as a joserfc ``KeySet`` (public members only)."""

@@ -1,0 +1,225 @@
+"""Key hygiene and verify() end to end: hostile key sets and hostile tokens against a loopback IdP."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import warnings
+from typing import Any
+
+import anyio
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc.jwk import ECKey, OctKey, RSAKey
+
+from jwks_cache import InvalidJwksError, KeyNotFoundError, SecurityError, TokenError
+from jwks_cache.testing import LocalIdentityProvider
+from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forge(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def _public(key: Any) -> dict[str, Any]:
+    return dict(key.as_dict(private=False))
+
+
+def _hostile_set(good: list[dict[str, Any]]) -> bytes:
+    weak = RSAKey.import_key(rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key())
+    ec = ECKey.generate_key("P-256", parameters={"kid": "curve-mismatch", "alg": "ES384"})
+    private = RSAKey.generate_key(2048, parameters={"kid": "with-d", "alg": "RS256"}, private=True)
+    keys = [
+        *good,
+        {**private.as_dict(private=True)},
+        {**OctKey.generate_key(256, parameters={"kid": "oct"}).as_dict(private=True)},
+        {**weak.as_dict(private=False), "kid": "weak"},
+        {**_public(ec)},
+        {"kty": "XYZ", "kid": "unknown-kty", "foo": "bar"},
+        {**good[0], "kid": "dup"},
+        {**good[1], "kid": "dup"},
+        {**good[0], "kid": "enc", "use": "enc"},
+    ]
+    return json.dumps({"keys": keys}).encode()
+
+
+async def test_hostile_keys_are_skipped_and_good_ones_served() -> None:
+    with anyio.fail_after(10), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joserfc warns on importing a 1024-bit key; we refuse it anyway
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            good = idp.jwks["keys"]
+            idp.set_body(_hostile_set(list(good)))  # type: ignore[arg-type]
+            await reg.register(config_for(idp))
+            served = await reg.resolve(TENANT, PROVIDER)
+            assert sorted(k.kid for k in served.keys) == sorted(idp.kids)
+            for key in served.keys:
+                assert not ({"d", "p", "q", "dp", "dq", "qi", "k"} & set(key.as_dict(private=False)))
+            for kid in ("with-d", "oct", "weak", "curve-mismatch", "unknown-kty", "dup", "enc"):
+                with pytest.raises(KeyNotFoundError):
+                    await reg.get_key(TENANT, PROVIDER, kid)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"keys": []}', b'{"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0"}]}', b'{"keys": {}}', b"[]", b"{"],
+)
+async def test_empty_or_unusable_set_fails_the_refresh_and_keeps_the_old_keys(body: bytes) -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            await reg.register(config_for(idp))
+            kid = idp.kids[0]
+            key = await reg.get_key(TENANT, PROVIDER, kid)
+            idp.set_body(body)
+            with pytest.raises(InvalidJwksError, match=r"\$"):
+                await reg.refresh(TENANT, PROVIDER)
+            assert reg.get_key_nowait(TENANT, PROVIDER, kid) is key
+
+
+@pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "ES384", "EdDSA"])
+async def test_verify_round_trip(alg: str) -> None:
+    with anyio.fail_after(10), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joserfc deprecates the "EdDSA" name when minting
+        async with LocalIdentityProvider(alg=alg) as idp, loopback_registry() as reg:
+            await reg.register(config_for(idp, issuer=idp.issuer, audience="api"))
+            now = int(time.time())
+            token = idp.mint({"sub": "alice", "aud": "api", "exp": now + 60, "iat": now})
+            claims = await reg.verify(token, tenant=TENANT, provider=PROVIDER)
+            assert claims["sub"] == "alice"
+
+
+async def _registry_with_keys(idp: LocalIdentityProvider, reg: Any, **config: Any) -> None:
+    await reg.register(config_for(idp, **config))
+    await reg.resolve(TENANT, PROVIDER)
+
+
+async def test_alg_none_and_hs256_with_the_rsa_public_key_are_rejected() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            await _registry_with_keys(idp, reg)
+            kid = idp.kids[0]
+            claims = {"sub": "mallory", "exp": int(time.time()) + 60}
+            with pytest.raises(TokenError) as info:
+                await reg.verify(_forge({"alg": "none", "kid": kid}, claims), tenant=TENANT, provider=PROVIDER)
+            assert info.value.reason == "alg_not_allowed"
+            key = await reg.get_key(TENANT, PROVIDER, kid)
+            pem = key.get_op_key("verify").public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            header = {"alg": "HS256", "kid": kid}
+            signing_input = _forge(header, claims).rsplit(".", 1)[0]
+            mac = hmac.new(pem, signing_input.encode(), hashlib.sha256).digest()
+            with pytest.raises(TokenError) as info:
+                await reg.verify(f"{signing_input}.{_b64(mac)}", tenant=TENANT, provider=PROVIDER)
+            assert info.value.reason == "alg_not_allowed"
+            assert idp.request_count == 1
+
+
+async def test_rs256_token_whose_kid_points_to_an_ec_key_is_rejected() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            ec_kid = idp.add_key(alg="ES256")
+            await _registry_with_keys(idp, reg, unknown_kid_cooldown=3600.0)
+            token = idp.mint({"sub": "x"}, kid=idp.kids[0], headers={"kid": ec_kid})
+            with pytest.raises((TokenError, KeyNotFoundError)):
+                await reg.verify(token, tenant=TENANT, provider=PROVIDER)
+
+
+async def test_crit_is_rejected_and_jku_is_never_fetched() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, LocalIdentityProvider() as evil, loopback_registry() as reg:
+            await _registry_with_keys(idp, reg)
+            signer = idp._keyring.key(idp.kids[0]).get_op_key("sign")
+            unsigned = _forge({"alg": "RS256", "kid": idp.kids[0], "crit": ["exp"], "exp": 1}, {"sub": "x"})
+            signing_input = unsigned.rsplit(".", 1)[0].encode()
+            signature = signer.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+            token = f"{signing_input.decode()}.{_b64(signature)}"
+            with pytest.raises(TokenError) as info:
+                await reg.verify(token, tenant=TENANT, provider=PROVIDER)
+            assert info.value.reason == "crit_unsupported"
+            forged = evil.mint({"sub": "mallory"}, headers={"jku": evil.jwks_url, "kid": idp.kids[0]})
+            with pytest.raises(TokenError) as info:
+                await reg.verify(forged, tenant=TENANT, provider=PROVIDER)
+            assert info.value.reason == "bad_signature"
+            assert evil.request_count == 0
+
+
+@pytest.mark.parametrize(
+    ("claims", "kwargs", "reason"),
+    [
+        ({"exp": -60}, {}, "expired"),
+        ({"nbf": 600}, {}, "not_yet_valid"),
+        ({"iat": 600}, {}, "issued_in_future"),
+        ({"aud": "other"}, {"audience": "api"}, "audience_mismatch"),
+        ({"aud": ["a", "b"]}, {"audience": "api"}, "audience_mismatch"),
+        ({"aud": "api"}, {}, "audience_mismatch"),  # an audience nobody expects
+        ({"iss": "https://evil.example"}, {"issuer": "https://id.example"}, "issuer_mismatch"),
+    ],
+)
+async def test_claim_failures_have_reason_codes_and_never_leak_claims(
+    claims: dict[str, Any], kwargs: dict[str, Any], reason: str
+) -> None:
+    now = int(time.time())
+    dated = {k: (now + v if k in ("exp", "nbf", "iat") else v) for k, v in claims.items()}
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            await _registry_with_keys(idp, reg)
+            token = idp.mint({"sub": "secret-subject", **dated})
+            with pytest.raises(TokenError) as info:
+                await reg.verify(token, tenant=TENANT, provider=PROVIDER, **kwargs)
+            assert info.value.reason == reason
+            assert "secret-subject" not in str(info.value)
+            assert "evil" not in str(info.value)
+
+
+async def test_ten_megabyte_token_is_refused_cheaply() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            await _registry_with_keys(idp, reg)
+            with pytest.raises(TokenError) as info:
+                await reg.verify("a" * 10_000_000, tenant=TENANT, provider=PROVIDER)
+            assert info.value.reason == "token_too_large"
+
+
+async def test_key_replaced_under_the_same_kid_is_picked_up_once() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, LocalIdentityProvider() as successor, loopback_registry() as reg:
+            await _registry_with_keys(idp, reg)
+            kid = idp.kids[0]
+            assert successor.kids[0] == kid  # same kid names, different key material
+            idp.set_body(json.dumps(successor.jwks).encode())
+            token = successor.mint({"sub": "x"}, kid=kid)
+            assert (await reg.verify(token, tenant=TENANT, provider=PROVIDER))["sub"] == "x"
+            assert idp.request_count == 2
+            with pytest.raises(TokenError):  # a forged signature under a known kid: throttled, no new request
+                await reg.verify(token[:-4] + "AAAA", tenant=TENANT, provider=PROVIDER)
+            assert idp.request_count == 2
+
+
+async def test_discovery_resolves_the_jwks_url_from_the_issuer() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            await reg.register(config_for(idp, jwks_url=None, issuer=idp.issuer))
+            token = idp.mint({"sub": "bob"})
+            assert (await reg.verify(token, tenant=TENANT, provider=PROVIDER))["sub"] == "bob"
+            assert idp.discovery_count == 1
+            assert reg.status(TENANT, PROVIDER).jwks_url == idp.jwks_url
+
+
+async def test_discovery_issuer_mismatch_is_refused() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            idp.discovery_document = {**idp.discovery_document, "issuer": "https://evil.example"}
+            await reg.register(config_for(idp, jwks_url=None, issuer=idp.issuer))
+            with pytest.raises(SecurityError, match="issuer"):
+                await reg.get_key(TENANT, PROVIDER, "k")
+            assert idp.request_count == 0
