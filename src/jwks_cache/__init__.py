@@ -20,15 +20,18 @@ from ._errors import (
 )
 from ._models import ProviderState, ProviderStatus, Snapshot
 from ._registry import Registry
+from ._stores import FileStore, MemoryStore, SharedStore, SnapshotStore
 from ._version import __version__
 
 __all__ = [
     "Clock",
     "ConfigError",
     "FetchError",
+    "FileStore",
     "InvalidJwksError",
     "JwksCacheError",
     "KeyNotFoundError",
+    "MemoryStore",
     "NotRegisteredError",
     "ProviderConfig",
     "ProviderState",
@@ -38,7 +41,9 @@ __all__ = [
     "ResponseTooLargeError",
     "RetryPolicy",
     "SecurityError",
+    "SharedStore",
     "Snapshot",
+    "SnapshotStore",
     "StoreError",
     "SystemClock",
     "TokenError",

@@ -16,6 +16,7 @@ from ._clock import Clock, fail_at
 from ._config import ProviderConfig
 from ._errors import FetchError, JwksCacheError, KeyNotFoundError, SecurityError
 from ._jose import KeyEntry, KeyTable, key_fits_alg
+from ._persistence import Persistence
 from ._published import Published
 from ._refresh import Refresher
 from ._schedule import KidCooldown, failure_delay, refresh_delay
@@ -61,6 +62,7 @@ class Provider:
         closed_error: Callable[[], JwksCacheError],
         on_publish: Callable[[Provider, Published], None] | None = None,
         published: Published | None = None,
+        fleet: Persistence | None = None,
     ) -> None:
         self.config = config
         self.refresher = refresher
@@ -69,6 +71,9 @@ class Provider:
         self._closed_error = closed_error
         self._on_publish = on_publish
         self.published = published
+        self._fleet = fleet
+        self.lease_token: str | None = None  # fleet mode: held while this instance refreshes for all
+        self.notice = anyio.Event()  # fleet mode: set when another instance announces a new set
         self.scope = anyio.CancelScope()
         self._tg: TaskGroup | None = None
         self.flight: _Flight | None = None
@@ -132,10 +137,12 @@ class Provider:
 
     async def _fly(self, flight: _Flight) -> None:
         try:
-            published = await self.refresher.fetch(self.published, conditional=flight.conditional)
+            published = await self._obtain(flight)
         except (FetchError, SecurityError) as exc:
             self._record_failure(exc)
             flight.error = exc
+            if self._fleet is not None:
+                await self._fleet.release(self)  # let another instance try at once
         else:
             self._record_success(published)
             flight.ok = True
@@ -145,6 +152,32 @@ class Provider:
             if not flight.ok and flight.error is None:
                 flight.error = self._closed_error()
             flight.done.set()  # a crash or cancel still releases every waiter
+
+    async def _obtain(self, flight: _Flight) -> Published:
+        """Fleet mode asks the store first (another instance may have just fetched); else go upstream."""
+        fleet = self._fleet
+        if fleet is not None:
+            adopted = await fleet.adopt_or_lease(self, unconditional=not flight.conditional)
+            if adopted is not None:
+                return adopted
+        published = await self.refresher.fetch(self.published, conditional=flight.conditional)
+        if fleet is not None:
+            await fleet.after_upstream_fetch(self, published)
+        return published
+
+    def adopt(self, published: Published) -> None:
+        """Take a newer set announced by another instance (fleet mode) or restored from a store."""
+        current = self.published
+        if current is not None and published.wall_fetched_at <= current.wall_fetched_at:
+            return  # never replace a newer in-memory set
+        self.published = published
+        self.cooldown.forget_all()
+        self._reschedule(self._after_success(published))
+
+    def announce(self) -> None:
+        """Wake flights waiting for another instance's fetch (fleet mode)."""
+        notice, self.notice = self.notice, anyio.Event()
+        notice.set()
 
     def _record_success(self, published: Published) -> None:
         previous = self.published

@@ -20,6 +20,7 @@ from ._jose import parse_jwks
 from ._published import Published
 from ._retry import with_retries
 from ._security import HopPolicy, check_url
+from ._telemetry import log_skipped_keys
 
 __all__ = ["Refresher"]
 
@@ -55,6 +56,11 @@ class Refresher:
         self.retries = 0  # cumulative retried attempts, for status and telemetry
 
     @property
+    def policy(self) -> HopPolicy:
+        """The transport policy every hop of this provider is checked against."""
+        return self._policy
+
+    @property
     def jwks_url(self) -> str | None:
         """The JWKS URL in use: configured, or the last one discovery gave."""
         if self._config.jwks_url is not None:
@@ -63,6 +69,13 @@ class Refresher:
 
     async def fetch(self, current: Published | None, *, conditional: bool) -> Published:
         """Return a new Published (200), or ``current`` re-dated (304). Raises FetchError/SecurityError."""
+        with self._fetcher.telemetry.refresh_span(self, self._config, self._clock) as span:
+            published = await self._fetch_set(current, conditional=conditional)
+            if current is not None and published.table is current.table:
+                span.outcome = "304"
+            return published
+
+    async def _fetch_set(self, current: Published | None, *, conditional: bool) -> Published:
         url = await self._resolve_jwks_url()
         extra: dict[str, str] = {}
         if conditional and current is not None and current.url == url:
@@ -85,6 +98,8 @@ class Refresher:
             return current.revalidated(**common)  # type: ignore[arg-type]
         assert result.body is not None
         table = parse_jwks(result.body, url=url, max_keys=cfg.max_keys)
+        if table.skipped and (current is None or current.body != result.body):
+            log_skipped_keys(cfg, url, table.skipped)  # once per new set, not on every refetch of it
         return Published(table=table, body=result.body, url=url, **common)  # type: ignore[arg-type]
 
     async def _get(self, url: str, extra: dict[str, str], max_bytes: int) -> FetchResult:

@@ -21,11 +21,14 @@ from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryCl
 from ._fetch import Fetcher
 from ._jose import ALLOWED_DEFAULT, key_fits_alg
 from ._jws import check_alg, check_claims, parse_jws, verify_signature
-from ._models import ProviderStatus
+from ._models import ProviderStatus, Snapshot
+from ._persistence import Persistence
 from ._provider import Provider
+from ._published import Published
 from ._refresh import Refresher
 from ._security import HopPolicy, check_url, host_allowed
 from ._status import provider_status
+from ._stores import SharedStore, SnapshotStore
 
 __all__ = ["Registry"]
 
@@ -66,7 +69,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         default_refresh_early: float | None = None,
         default_stale_while_error: float | None = None,
         http_client: httpx.AsyncClient | None = None,
-        store: Any = None,
+        store: SnapshotStore | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -83,6 +86,8 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._providers: dict[tuple[str, str], Provider] = {}
         self._tg: TaskGroup | None = None
         self._fetcher: Fetcher | None = None
+        self._persistence: Persistence | None = None
+        self._restored: dict[tuple[str, str], Snapshot] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -98,13 +103,17 @@ class Registry(anyio.AsyncContextManagerMixin):
         if attach is not None:
             attach(fetcher.busy)
         try:
-            async with _unwrap_single(), anyio.create_task_group() as tg:
+            async with _unwrap_single(), self._store_context(), anyio.create_task_group() as tg:
                 self._tg = tg
+                await self._start_persistence(tg)
                 try:
                     yield self
                 finally:
                     self._state = _State.CLOSED
                     tg.cancel_scope.cancel()
+                    if self._persistence is not None:
+                        with anyio.move_on_after(_EXIT_FLUSH_TIMEOUT, shield=True):
+                            await self._persistence.flush()
         finally:
             self._providers.clear()
             self._tg = None
@@ -114,6 +123,63 @@ class Registry(anyio.AsyncContextManagerMixin):
             if own_client:
                 with anyio.CancelScope(shield=True):
                     await client.aclose()
+
+    @asynccontextmanager
+    async def _store_context(self) -> AsyncIterator[None]:
+        """Enter the store outside the task group and leave it after: coredis anchors tasks to its opener."""
+        if self._store is None:
+            yield
+            return
+        async with self._store:
+            yield
+
+    async def _start_persistence(self, tg: TaskGroup) -> None:
+        if self._store is None:
+            return
+        self._persistence = persistence = Persistence(self._store, self._clock)
+        self._restored = await persistence.load_all()
+        await tg.start(persistence.run, name="jwks-cache persister")
+        if persistence.shared and isinstance(self._store, SharedStore):
+            await tg.start(self._store.listen, self._on_notice, name="jwks-cache fleet listener")
+
+    async def _on_notice(self, tenant: str, provider: str) -> None:
+        found = self._providers.get((tenant, provider))
+        if found is None or self._persistence is None:
+            return
+        published = await self._persistence.load(found)
+        if published is not None:
+            found.adopt(published)
+        found.announce()
+
+    def _on_publish(self, provider: Provider, published: Published) -> None:
+        if self._persistence is not None and not self._persistence.shared:
+            self._persistence.mark_dirty(provider, published)
+
+    async def persist(self) -> None:
+        """Save every provider's current set now (the registry also saves after each fetch and on exit)."""
+        self._check_open()
+        if self._persistence is None:
+            await anyio.lowlevel.checkpoint()
+            return
+        for provider in list(self._providers.values()):
+            if provider.published is not None:
+                snapshot = self._persistence.snapshot_of(provider, provider.published)
+                if snapshot is not None:
+                    await self._persistence.save(snapshot)
+
+    async def restore(self) -> None:
+        """Load stored sets for registered providers; never replaces a newer in-memory set."""
+        self._check_open()
+        if self._persistence is None:
+            await anyio.lowlevel.checkpoint()
+            return
+        snapshots = await self._persistence.load_all()
+        for key, snapshot in snapshots.items():
+            found = self._providers.get(key)
+            if found is not None:
+                published = self._persistence.published_from(found, snapshot)
+                if published is not None:
+                    found.adopt(published)
 
     def _closed_error(self) -> JwksCacheError:
         return RegistryClosedError("the Registry is closed")
@@ -142,18 +208,32 @@ class Registry(anyio.AsyncContextManagerMixin):
         kept = None
         if old is not None and old.config.jwks_url == config.jwks_url and old.config.issuer == config.issuer:
             kept = old.published
+        persistence = self._persistence
         provider = Provider(
             config,
             refresher,
             self._clock,
             self._rng,
             closed_error=lambda: self._gone_error(config.tenant, config.provider),
+            on_publish=self._on_publish,
             published=kept,
+            fleet=persistence if persistence is not None and persistence.shared else None,
         )
+        if kept is None and persistence is not None:
+            await self._restore_one(provider, persistence)
         await tg.start(provider.run, name=f"jwks-cache loop {config.tenant}/{config.provider}")
         self._providers[config.key] = provider
         if old is not None:
             old.close()
+
+    async def _restore_one(self, provider: Provider, persistence: Persistence) -> None:
+        """Before the first lookup: a stored set (from the entry restore, else the store) if still usable."""
+        snapshot = self._restored.pop(provider.config.key, None)
+        published = (
+            persistence.published_from(provider, snapshot) if snapshot is not None else await persistence.load(provider)
+        )
+        if published is not None:
+            provider.adopt(published)
 
     async def unregister(self, tenant: str, provider: str) -> bool:
         """Stop a provider's loop and drop its keys; False if it was not registered."""

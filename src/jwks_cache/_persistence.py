@@ -1,0 +1,210 @@
+"""Snapshots in and out of a store, and fleet coordination over a shared one.
+
+Persistence must never make a lookup fail: every store error is logged and counted here and the
+registry carries on with what it has in memory. Writes go through one persister task so saves of
+one provider cannot overtake each other, and the exit flush is bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ._clock import Clock, fail_at
+from ._errors import InvalidJwksError, SecurityError, StoreError
+from ._jose import parse_jwks
+from ._models import Snapshot
+from ._published import Published
+from ._security import check_url
+from ._stores import SnapshotStore
+
+if TYPE_CHECKING:
+    from ._provider import Provider
+
+__all__ = ["Persistence"]
+
+log = logging.getLogger("jwks_cache")
+
+
+class Persistence:
+    """The Registry's link to its store: restore, ordered saves, and the fleet lease."""
+
+    def __init__(self, store: SnapshotStore, clock: Clock) -> None:
+        self.store = store
+        self._clock = clock
+        self.shared: bool = bool(getattr(store, "shared", False))
+        self._dirty: dict[tuple[str, str], Snapshot] = {}
+        self._wake = anyio.Event()
+        self.errors = 0
+        self.saves = 0
+
+    # -- snapshots <-> published ------------------------------------------------------------------
+
+    def snapshot_of(self, provider: Provider, published: Published) -> Snapshot | None:
+        """The snapshot to persist, or None for ``no-store`` responses (RFC 9111 §5.2.2.5)."""
+        if published.no_store:
+            return None
+        cfg = provider.config
+        return Snapshot(
+            tenant=cfg.tenant,
+            provider=cfg.provider,
+            jwks_url=published.url,
+            body=published.body,
+            etag=published.etag,
+            last_modified=published.last_modified,
+            fetched_at=published.wall_fetched_at,
+            expires_at=published.wall_expires_at,
+        )
+
+    def published_from(self, provider: Provider, snapshot: Snapshot) -> Published | None:
+        """A Published for a stored snapshot, or None when it must not be used for this registration."""
+        cfg = provider.config
+        expected = cfg.jwks_url or provider.refresher.jwks_url
+        if expected is not None and snapshot.jwks_url != expected:
+            return None  # registered for another URL since: the snapshot is not this provider's keys
+        try:
+            check_url(snapshot.jwks_url, provider.refresher.policy)
+            table = parse_jwks(snapshot.body, url=snapshot.jwks_url, max_keys=cfg.max_keys)
+        except (InvalidJwksError, SecurityError) as exc:
+            self._failed(f"ignoring stored snapshot of {cfg.tenant}/{cfg.provider}: {exc}")
+            return None
+        now_wall, now_mono = self._clock.time(), self._clock.monotonic()
+        ttl = max(0.0, snapshot.expires_at - snapshot.fetched_at)
+        return Published(
+            table=table,
+            body=snapshot.body,
+            url=snapshot.jwks_url,
+            fetched_at=now_mono - (now_wall - snapshot.fetched_at),
+            ttl=ttl,
+            stale_while_error=cfg.stale_while_error,
+            wall_fetched_at=snapshot.fetched_at,
+            etag=snapshot.etag,
+            last_modified=snapshot.last_modified,
+            no_store=False,
+        )
+
+    async def load(self, provider: Provider) -> Published | None:
+        cfg = provider.config
+        try:
+            snapshot = await self.store.load(cfg.tenant, cfg.provider)
+        except StoreError as exc:
+            self._failed(f"cannot load snapshot of {cfg.tenant}/{cfg.provider}: {exc}")
+            return None
+        return self.published_from(provider, snapshot) if snapshot is not None else None
+
+    async def load_all(self) -> dict[tuple[str, str], Snapshot]:
+        try:
+            return {(s.tenant, s.provider): s for s in await self.store.load_all()}
+        except StoreError as exc:
+            self._failed(f"cannot restore snapshots: {exc}")
+            return {}
+
+    # -- ordered saves ------------------------------------------------------------------------------
+
+    def mark_dirty(self, provider: Provider, published: Published) -> None:
+        snapshot = self.snapshot_of(provider, published)
+        if snapshot is not None:
+            self._dirty[provider.config.key] = snapshot
+            self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The persister loop: saves the latest snapshot of each dirty provider, one at a time."""
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = anyio.Event()
+            await self.flush()
+
+    async def flush(self) -> None:
+        for _ in range(len(self._dirty) + 1):  # bounded: a save may add newer snapshots while it runs
+            if not self._dirty:
+                return
+            key = next(iter(self._dirty))
+            snapshot = self._dirty[key]
+            await self.save(snapshot)
+            if self._dirty.get(key) is snapshot:  # a cancelled save stays dirty for the exit flush
+                del self._dirty[key]
+
+    async def save(self, snapshot: Snapshot) -> None:
+        try:
+            await self.store.save(snapshot)
+            self.saves += 1
+        except StoreError as exc:
+            self._failed(f"cannot save snapshot of {snapshot.tenant}/{snapshot.provider}: {exc}")
+
+    async def delete(self, tenant: str, provider: str) -> None:
+        self._dirty.pop((tenant, provider), None)
+        try:
+            await self.store.delete(tenant, provider)
+        except StoreError as exc:
+            self._failed(f"cannot delete snapshot of {tenant}/{provider}: {exc}")
+
+    def _failed(self, message: str) -> None:
+        self.errors += 1
+        log.warning("jwks-cache: store: %s", message)
+
+    # -- fleet mode -----------------------------------------------------------------------------------
+
+    async def adopt_or_lease(self, provider: Provider, *, unconditional: bool) -> Published | None:
+        """Fleet mode: None means "we hold the lease, fetch upstream"; a Published is another instance's set.
+
+        A Redis outage returns None too: each instance then fetches for itself, never fails.
+        """
+        cfg = provider.config
+        store: Any = self.store
+        ttl = max(cfg.min_ttl / 2, cfg.retry.deadline + 1.0)
+        if unconditional:
+            ttl = max(ttl, cfg.unknown_kid_cooldown)  # one fleet-wide unknown-kid refresh per cooldown
+        try:
+            token = await store.acquire_lease(cfg.tenant, cfg.provider, ttl)
+        except StoreError as exc:
+            self._failed(f"lease for {cfg.tenant}/{cfg.provider} unavailable, fetching locally: {exc}")
+            return None
+        if token is not None:
+            provider.lease_token = token
+            return None
+        newer = await self._newer_than_ours(provider)
+        if newer is None:
+            notice = provider.notice  # the lease holder is fetching: its notice (or our timeout) ends the wait
+            try:
+                with fail_at(self._clock, self._clock.monotonic() + cfg.retry.deadline):
+                    await notice.wait()
+            except TimeoutError:
+                pass
+            newer = await self._newer_than_ours(provider)
+        if newer is None and unconditional and provider.published is not None:
+            return provider.published  # the lease holder fetched within the cooldown: nothing newer exists
+        return newer
+
+    async def _newer_than_ours(self, provider: Provider) -> Published | None:
+        candidate = await self.load(provider)
+        current = provider.published
+        if candidate is None or (current is not None and candidate.wall_fetched_at <= current.wall_fetched_at):
+            return None
+        if self._clock.monotonic() >= candidate.expires_at:
+            return None
+        return candidate
+
+    async def after_upstream_fetch(self, provider: Provider, published: Published) -> None:
+        """Fleet mode: share the new set (save + notice) and keep the lease until it expires."""
+        snapshot = self.snapshot_of(provider, published)
+        if snapshot is None:
+            return
+        try:
+            await self.store.publish(snapshot)  # type: ignore[attr-defined]
+            self.saves += 1
+        except StoreError as exc:
+            self._failed(f"cannot publish snapshot of {snapshot.tenant}/{snapshot.provider}: {exc}")
+
+    async def release(self, provider: Provider) -> None:
+        token, provider.lease_token = provider.lease_token, None
+        if token is None:
+            return
+        cfg = provider.config
+        try:
+            await self.store.release_lease(cfg.tenant, cfg.provider, token)  # type: ignore[attr-defined]
+        except StoreError as exc:
+            self._failed(f"cannot release lease of {cfg.tenant}/{cfg.provider}: {exc}")

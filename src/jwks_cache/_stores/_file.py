@@ -1,0 +1,205 @@
+"""FileStore: one file per provider in a private directory, written atomically.
+
+Every blocking call runs in a worker thread through ``anyio.to_thread.run_sync``, which waits for the
+thread even when the caller is cancelled: a save is either fully replaced or not at all. Writers
+never share a temp file (``mkstemp``), and ``os.replace`` is atomic, so two processes writing the same
+provider leave the last complete snapshot, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+import anyio.lowlevel
+import anyio.to_thread
+
+from .._errors import StoreError
+from .._models import Snapshot
+from . import _codec
+
+__all__ = ["FileStore"]
+
+_SUFFIX: Final = ".jwks"
+_SEPARATOR: Final = "~"  # outside both name alphabets, so the split is unambiguous
+_DIR_MODE: Final = 0o700  # key sets are public, but their freshness metadata is operational data
+
+
+class FileStore:
+    """A :class:`SnapshotStore` on the local file system: the embedded default for one host.
+
+    Files are named ``{tenant}~{provider}.jwks``; temporary files start with a dot and are never
+    read. Corrupt, truncated, foreign-version or tampered files are logged and ignored.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, hmac_key: bytes | None = None) -> None:
+        """Use ``directory`` for snapshots; it is created (mode 0o700) on the first save.
+
+        Creation is deferred so that an unwritable path degrades persistence to logged
+        ``StoreError``s at run time instead of failing the service at construction.
+
+        Args:
+            directory: where the snapshot files live; shared safely by several processes.
+            hmac_key: when set (at least 16 bytes), snapshots are signed and unsigned or altered
+                files are ignored.
+
+        Raises:
+            ConfigError: ``hmac_key`` is not bytes or is too short.
+        """
+        self._directory = Path(directory)
+        self._hmac_key = _codec.check_hmac_key(hmac_key)
+
+    def __repr__(self) -> str:
+        return f"FileStore({str(self._directory)!r})"
+
+    @property
+    def directory(self) -> Path:
+        """Where the snapshot files live."""
+        return self._directory
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def path_for(self, tenant: str, provider: str) -> Path:
+        """The file holding the provider's snapshot."""
+        _codec.check_names(tenant, provider)
+        return self._directory / f"{tenant}{_SEPARATOR}{provider}{_SUFFIX}"
+
+    async def load(self, tenant: str, provider: str) -> Snapshot | None:
+        """The provider's snapshot, or ``None`` if absent or unusable (logged).
+
+        Raises:
+            StoreError: the file exists but cannot be read.
+        """
+        path = self.path_for(tenant, provider)
+        return await anyio.to_thread.run_sync(self._load_sync, path, (tenant, provider))
+
+    async def save(self, snapshot: Snapshot) -> None:
+        """Atomically replace the provider's file with ``snapshot``.
+
+        Raises:
+            StoreError: the directory or file cannot be written.
+        """
+        path = self.path_for(snapshot.tenant, snapshot.provider)
+        data = _codec.encode(snapshot, self._hmac_key)
+        await anyio.to_thread.run_sync(self._save_sync, path, data)
+
+    async def delete(self, tenant: str, provider: str) -> None:
+        """Remove the provider's file, if any.
+
+        Raises:
+            StoreError: the file exists but cannot be removed.
+        """
+        path = self.path_for(tenant, provider)
+        await anyio.to_thread.run_sync(self._delete_sync, path)
+
+    async def load_all(self) -> list[Snapshot]:
+        """Every usable snapshot in the directory, read in one worker-thread call.
+
+        Raises:
+            StoreError: the directory exists but cannot be listed.
+        """
+        return await anyio.to_thread.run_sync(self._load_all_sync)
+
+    async def aclose(self) -> None:
+        """Nothing is held open between calls."""
+        await anyio.lowlevel.checkpoint()
+
+    # -- worker-thread side -------------------------------------------------------------------
+
+    def _read(self, path: Path) -> bytes | None:
+        """The file's bytes; ``None`` when absent or too large to be a snapshot (logged)."""
+        try:
+            with path.open("rb") as file:
+                if os.fstat(file.fileno()).st_size > _codec.MAX_SNAPSHOT_BYTES:
+                    _codec.log_ignored(StoreError(f"snapshot {path} is larger than {_codec.MAX_SNAPSHOT_BYTES} bytes"))
+                    return None
+                return file.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read snapshot {path}: {exc}") from exc
+
+    def _load_sync(self, path: Path, expect: tuple[str, str]) -> Snapshot | None:
+        data = self._read(path)
+        if data is None:
+            return None
+        return _codec.decode_or_none(data, self._hmac_key, source=str(path), expect=expect)
+
+    def _save_sync(self, path: Path, data: bytes) -> None:
+        try:
+            self._directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self._directory)
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(data)
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            self._fsync_directory()
+        except OSError as exc:
+            raise StoreError(f"cannot write snapshot {path}: {exc}") from exc
+
+    def _delete_sync(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+            self._fsync_directory()
+        except FileNotFoundError:
+            return  # the directory itself is gone: nothing to delete
+        except OSError as exc:
+            raise StoreError(f"cannot delete snapshot {path}: {exc}") from exc
+
+    def _fsync_directory(self) -> None:
+        """Make the rename itself durable; without it a crash can resurrect the old file."""
+        if os.name != "posix":
+            return
+        fd = os.open(self._directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _load_all_sync(self) -> list[Snapshot]:
+        try:
+            with os.scandir(self._directory) as entries:
+                names = sorted(entry.name for entry in entries)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"cannot list snapshot directory {self._directory}: {exc}") from exc
+        snapshots: list[Snapshot] = []
+        for name in names:
+            if name.startswith(".") or not name.endswith(_SUFFIX):
+                continue  # temp files of writers in flight, and whatever else shares the directory
+            path = self._directory / name
+            try:
+                snapshot = self._load_named(path, name)
+            except StoreError as exc:
+                _codec.log_ignored(exc)
+                continue
+            if snapshot is not None:
+                snapshots.append(snapshot)
+        return snapshots
+
+    def _load_named(self, path: Path, name: str) -> Snapshot | None:
+        tenant, separator, provider = name[: -len(_SUFFIX)].partition(_SEPARATOR)
+        if not separator:
+            raise StoreError(f"snapshot file {path} is not named tenant{_SEPARATOR}provider{_SUFFIX}")
+        _codec.check_names(tenant, provider)
+        return self._load_sync(path, (tenant, provider))

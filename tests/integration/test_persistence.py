@@ -1,0 +1,124 @@
+"""Registry + snapshot stores: warm restarts without the identity provider, and what is never restored."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from jwks_cache import FetchError, FileStore, MemoryStore, ProviderState
+from jwks_cache.testing import LocalIdentityProvider, VirtualClock
+from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
+
+
+async def test_file_store_warm_start_needs_no_upstream_request(tmp_path: Path) -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp:
+            async with loopback_registry(store=FileStore(tmp_path)) as reg:
+                await reg.register(config_for(idp))
+                kid = idp.kids[0]
+                await reg.get_key(TENANT, PROVIDER, kid)
+            assert idp.request_count == 1
+            async with loopback_registry(store=FileStore(tmp_path)) as reg:
+                await reg.register(config_for(idp))
+                assert reg.get_key_nowait(TENANT, PROVIDER, kid).kid == kid  # before any fetch
+                assert reg.status(TENANT, PROVIDER).state is ProviderState.READY
+                assert idp.request_count == 1
+
+
+async def test_restore_on_register_uses_the_store_before_the_first_lookup(tmp_path: Path) -> None:
+    store = MemoryStore()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp:
+            async with loopback_registry(store=store) as reg:
+                await reg.register(config_for(idp))
+                await reg.refresh(TENANT, PROVIDER)
+            async with loopback_registry(store=store) as reg:
+                await reg.register(config_for(idp))  # registered after entry: restored on register
+                assert (await reg.get_key(TENANT, PROVIDER, idp.kids[0])).kid == idp.kids[0]
+            assert idp.request_count == 1
+
+
+async def test_a_snapshot_for_another_url_is_not_restored(tmp_path: Path) -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, LocalIdentityProvider() as other:
+            async with loopback_registry(store=FileStore(tmp_path)) as reg:
+                await reg.register(config_for(idp))
+                await reg.refresh(TENANT, PROVIDER)
+            async with loopback_registry(store=FileStore(tmp_path)) as reg:
+                await reg.register(config_for(other))
+                await reg.refresh(TENANT, PROVIDER)
+                assert other.request_count == 1
+
+
+async def test_expired_snapshot_is_revalidated_before_it_is_served(tmp_path: Path) -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp:
+            idp.cache_control = "max-age=60"
+            async with loopback_registry(clock, store=FileStore(tmp_path)) as reg:
+                await reg.register(config_for(idp, stale_while_error=60.0))
+                await reg.refresh(TENANT, PROVIDER)
+            later = VirtualClock(start=clock.monotonic(), wall_start=clock.time() + 3600)
+            idp.fail(503)
+            async with loopback_registry(later, store=FileStore(tmp_path)) as reg:
+                await reg.register(config_for(idp, stale_while_error=60.0))
+                errors: list[Exception] = []
+
+                async def lookup() -> None:
+                    try:
+                        await reg.get_key(TENANT, PROVIDER, idp.kids[0])
+                    except FetchError as exc:
+                        errors.append(exc)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(lookup)
+                    for _ in range(40):
+                        await later.advance(0.25)  # through the retry backoff sleeps
+                assert len(errors) == 1 and "503" in str(errors[0])  # the expired set was not served
+            idp.recover()
+            async with loopback_registry(later, store=FileStore(tmp_path)) as reg:
+                await reg.register(config_for(idp, stale_while_error=60.0))
+                assert (await reg.get_key(TENANT, PROVIDER, idp.kids[0])).kid == idp.kids[0]
+                assert "if-none-match" in idp.requests[-1].headers  # revalidated, then served
+
+
+async def test_restore_never_replaces_a_newer_in_memory_set() -> None:
+    store = MemoryStore()
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock, store=store) as reg:
+            await reg.register(config_for(idp))
+            await reg.refresh(TENANT, PROVIDER)
+            old_snapshot = await store.load(TENANT, PROVIDER)
+            assert old_snapshot is not None
+            new_kid = idp.rotate()
+            await clock.advance(1.0)
+            await reg.get_key(TENANT, PROVIDER, new_kid)  # unknown kid: a newer set arrives
+            await store.save(old_snapshot)  # the store now lags behind memory
+            await reg.restore()
+            assert reg.get_key_nowait(TENANT, PROVIDER, new_kid).kid == new_kid
+
+
+async def test_no_store_responses_are_not_persisted() -> None:
+    store = MemoryStore()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp:
+            idp.cache_control = "no-store"
+            async with loopback_registry(store=store) as reg:
+                await reg.register(config_for(idp))
+                await reg.refresh(TENANT, PROVIDER)
+                await reg.persist()
+            assert await store.load(TENANT, PROVIDER) is None
+
+
+async def test_a_corrupt_store_file_never_breaks_lookups(tmp_path: Path) -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp:
+            store = FileStore(tmp_path)
+            store.path_for(TENANT, PROVIDER).write_bytes(b"\x00garbage")
+            async with loopback_registry(store=store) as reg:
+                await reg.register(config_for(idp))
+                assert (await reg.get_key(TENANT, PROVIDER, idp.kids[0])).kid == idp.kids[0]
+            assert idp.request_count == 1
