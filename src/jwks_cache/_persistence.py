@@ -149,24 +149,34 @@ class Persistence:
     # -- fleet mode -----------------------------------------------------------------------------------
 
     async def adopt_or_lease(self, provider: Provider, *, unconditional: bool) -> Published | None:
-        """Fleet mode: None means "we hold the lease, fetch upstream"; a Published is another instance's set.
+        """Fleet mode: None means "we hold the lease, fetch upstream"; a Published is the fleet's set.
 
-        A Redis outage returns None too: each instance then fetches for itself, never fails.
+        Periodic refreshes share one lease per ``min_ttl / 2``; unknown-kid refreshes take a second
+        lease held for the whole ``unknown_kid_cooldown``, so a bogus kid sprayed at every instance
+        costs one upstream request per cooldown fleet-wide. A store outage returns None: each
+        instance then fetches for itself and never fails because of Redis.
         """
         cfg = provider.config
         store: Any = self.store
-        ttl = max(cfg.min_ttl / 2, cfg.retry.deadline + 1.0)
         if unconditional:
-            ttl = max(ttl, cfg.unknown_kid_cooldown)  # one fleet-wide unknown-kid refresh per cooldown
+            if cfg.unknown_kid_cooldown <= 0:
+                return None
+            name, ttl = f"{cfg.provider}/unknown-kid", cfg.unknown_kid_cooldown
+        else:
+            name, ttl = cfg.provider, max(cfg.min_ttl / 2, cfg.retry.deadline + 1.0)
         try:
-            token = await store.acquire_lease(cfg.tenant, cfg.provider, ttl)
+            token = await store.acquire_lease(cfg.tenant, name, ttl)
         except StoreError as exc:
             self._failed(f"lease for {cfg.tenant}/{cfg.provider} unavailable, fetching locally: {exc}")
             return None
         if token is not None:
-            provider.lease_token = token
+            if not unconditional:
+                provider.lease_token = token  # released early only if the fetch fails
             return None
         newer = await self._newer_than_ours(provider)
+        current = provider.published
+        if newer is None and current is not None and (unconditional or self._clock.time() - current.wall_fetched_at < ttl):
+            return current  # the fleet refreshed within this lease and we hold that set already
         if newer is None:
             notice = provider.notice  # the lease holder is fetching: its notice (or our timeout) ends the wait
             try:
@@ -175,8 +185,6 @@ class Persistence:
             except TimeoutError:
                 pass
             newer = await self._newer_than_ours(provider)
-        if newer is None and unconditional and provider.published is not None:
-            return provider.published  # the lease holder fetched within the cooldown: nothing newer exists
         return newer
 
     async def _newer_than_ours(self, provider: Provider) -> Published | None:

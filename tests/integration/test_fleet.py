@@ -1,0 +1,92 @@
+"""Fleet mode: many registries sharing one Redis act as one cache (real redis-server processes)."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import pytest
+
+from jwks_cache import Registry
+from jwks_cache.redis import RedisStore
+from jwks_cache.testing import LocalIdentityProvider
+from redis_servers import coredis_outage
+from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
+
+INSTANCES = 20
+
+
+async def _fleet(stack: AsyncExitStack, url: str, namespace: str, *, shared: bool, count: int = INSTANCES) -> list[Registry]:
+    registries = []
+    for _ in range(count):
+        store = RedisStore(url, namespace=namespace, shared=True) if shared else None
+        registries.append(await stack.enter_async_context(loopback_registry(store=store)))
+    return registries
+
+
+async def _cold_lookups(idp: LocalIdentityProvider, registries: list[Registry], **config: Any) -> None:
+    for reg in registries:
+        await reg.register(config_for(idp, **config))
+    async with anyio.create_task_group() as tg:
+        for reg in registries:
+            tg.start_soon(reg.get_key, TENANT, PROVIDER, idp.kids[0])
+
+
+@pytest.mark.parametrize(("shared", "limit"), [(True, 2), (False, INSTANCES)])
+async def test_twenty_instances_fetch_once_per_period_only_in_shared_mode(
+    redis_server: Any, namespace: str, shared: bool, limit: int
+) -> None:
+    with anyio.fail_after(30):
+        async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
+            registries = await _fleet(stack, redis_server.url, namespace, shared=shared)
+            await _cold_lookups(idp, registries)
+            assert idp.request_count <= limit
+            if not shared:
+                assert idp.request_count == INSTANCES
+            async with anyio.create_task_group() as tg:  # everyone refreshes again within the period
+                for reg in registries:
+                    tg.start_soon(reg.refresh, TENANT, PROVIDER)
+            assert idp.request_count <= (limit if shared else 2 * INSTANCES)
+
+
+async def test_rotation_announced_by_one_instance_reaches_every_instance(redis_server: Any, namespace: str) -> None:
+    with anyio.fail_after(30):
+        async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
+            registries = await _fleet(stack, redis_server.url, namespace, shared=True, count=5)
+            await _cold_lookups(idp, registries, unknown_kid_cooldown=0.0)
+            before = idp.request_count
+            new = idp.rotate()
+            await anyio.sleep(0)
+            await registries[0].get_key(TENANT, PROVIDER, new)  # unknown kid: one fleet-wide refresh
+            with anyio.fail_after(2):  # "within a second": the notice reaches every instance
+                while not all(_has(reg, new) for reg in registries):
+                    await anyio.sleep(0.01)
+            assert idp.request_count - before <= 1 + 1
+
+
+def _has(reg: Registry, kid: str) -> bool:
+    try:
+        reg.get_key_nowait(TENANT, PROVIDER, kid)
+    except Exception:
+        return False
+    return True
+
+
+@coredis_outage
+async def test_redis_outage_degrades_to_local_fetching_without_failed_lookups(
+    disposable_redis: Any, namespace: str
+) -> None:
+    with anyio.fail_after(30):
+        async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
+            registries = await _fleet(stack, disposable_redis.url, namespace, shared=True, count=3)
+            await _cold_lookups(idp, registries, unknown_kid_cooldown=0.0)
+            disposable_redis.stop()
+            new = idp.rotate()
+            for reg in registries:
+                assert (await reg.get_key(TENANT, PROVIDER, new)).kid == new  # fetched locally
+                assert (await reg.get_key(TENANT, PROVIDER, idp.kids[0])).kid == idp.kids[0]
+            disposable_redis.start()
+            newest = idp.rotate()
+            for reg in registries:
+                assert (await reg.get_key(TENANT, PROVIDER, newest)).kid == newest
