@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -12,7 +13,7 @@ from jwks_cache import Registry
 from jwks_cache.redis import RedisStore
 from jwks_cache.testing import LocalIdentityProvider
 from redis_servers import coredis_outage
-from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
+from tests.helpers import PROVIDER, QUICK_RETRY, TENANT, config_for, loopback_registry
 
 INSTANCES = 20
 
@@ -35,11 +36,11 @@ async def _cold_lookups(idp: LocalIdentityProvider, registries: list[Registry], 
 
 @pytest.mark.parametrize(("shared", "limit"), [(True, 2), (False, INSTANCES)])
 async def test_twenty_instances_fetch_once_per_period_only_in_shared_mode(
-    redis_server: Any, namespace: str, shared: bool, limit: int
+    redis_server: Any, redis_namespace: str, shared: bool, limit: int
 ) -> None:
     with anyio.fail_after(30):
         async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
-            registries = await _fleet(stack, redis_server.url, namespace, shared=shared)
+            registries = await _fleet(stack, redis_server.url, redis_namespace, shared=shared)
             await _cold_lookups(idp, registries)
             assert idp.request_count <= limit
             if not shared:
@@ -50,10 +51,10 @@ async def test_twenty_instances_fetch_once_per_period_only_in_shared_mode(
             assert idp.request_count <= (limit if shared else 2 * INSTANCES)
 
 
-async def test_rotation_announced_by_one_instance_reaches_every_instance(redis_server: Any, namespace: str) -> None:
+async def test_rotation_announced_by_one_instance_reaches_every_instance(redis_server: Any, redis_namespace: str) -> None:
     with anyio.fail_after(30):
         async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
-            registries = await _fleet(stack, redis_server.url, namespace, shared=True, count=5)
+            registries = await _fleet(stack, redis_server.url, redis_namespace, shared=True, count=5)
             await _cold_lookups(idp, registries, unknown_kid_cooldown=0.0)
             before = idp.request_count
             new = idp.rotate()
@@ -75,11 +76,11 @@ def _has(reg: Registry, kid: str) -> bool:
 
 @coredis_outage
 async def test_redis_outage_degrades_to_local_fetching_without_failed_lookups(
-    disposable_redis: Any, namespace: str
+    disposable_redis: Any, redis_namespace: str
 ) -> None:
     with anyio.fail_after(30):
         async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
-            registries = await _fleet(stack, disposable_redis.url, namespace, shared=True, count=3)
+            registries = await _fleet(stack, disposable_redis.url, redis_namespace, shared=True, count=3)
             await _cold_lookups(idp, registries, unknown_kid_cooldown=0.0)
             disposable_redis.stop()
             new = idp.rotate()
@@ -90,3 +91,22 @@ async def test_redis_outage_degrades_to_local_fetching_without_failed_lookups(
             newest = idp.rotate()
             for reg in registries:
                 assert (await reg.get_key(TENANT, PROVIDER, newest)).kid == newest
+
+
+async def test_a_lease_holder_that_dies_mid_fetch_lets_another_instance_take_over(
+    redis_server: Any, redis_namespace: str
+) -> None:
+    with anyio.fail_after(30):
+        async with LocalIdentityProvider() as idp:
+            idp.stall(math.inf)
+            async with loopback_registry(store=RedisStore(redis_server.url, namespace=redis_namespace, shared=True)) as doomed:
+                await doomed.register(config_for(idp, retry=QUICK_RETRY))
+                await idp.wait_for_requests(1)  # it holds the lease and its fetch hangs
+            idp.recover()  # the holder is gone without releasing the lease or publishing
+            store = RedisStore(redis_server.url, namespace=redis_namespace, shared=True)
+            async with loopback_registry(store=store) as survivor:
+                await survivor.register(config_for(idp, retry=QUICK_RETRY))
+                started = anyio.current_time()
+                assert (await survivor.get_key(TENANT, PROVIDER, idp.kids[0])).kid == idp.kids[0]
+                assert anyio.current_time() - started < QUICK_RETRY.deadline + 1.0  # waited one deadline at most
+            assert idp.request_count == 2

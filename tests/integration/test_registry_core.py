@@ -21,7 +21,7 @@ from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
 async def test_thousand_concurrent_cold_callers_share_one_upstream_request() -> None:
     results: list[str] = []
-    with anyio.fail_after(10):
+    with anyio.fail_after(30):
         async with LocalIdentityProvider() as idp, loopback_registry() as reg:
             await reg.register(config_for(idp))
             kid = idp.kids[0]

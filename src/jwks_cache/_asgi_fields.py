@@ -1,0 +1,85 @@
+"""Registration bodies for the control plane: decode, and turn every refusal into RFC 9457 field errors.
+
+Operators fix registrations from these messages, so each refusal carries the JSON Pointer of the
+member at fault, whether msgspec (types, unknown fields) or ``__post_init__`` (rules) refused it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Final
+from urllib.parse import quote
+
+import msgspec
+
+from ._asgi_http import FieldError, HttpProblem
+from ._config import ProviderConfig
+from ._errors import ConfigError
+
+__all__ = ["decode_registration", "invalid_registration"]
+
+_AT_PATH: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
+_NAMED_FIELD: Final = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
+_PATH_PART: Final = re.compile(r"\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)|\[(?P<index>\d+|\.\.\.)\]")
+_LEADING_FIELD: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_TOP_FIELDS: Final = frozenset(ProviderConfig.__struct_fields__)
+
+
+def decode_registration(body: bytes, tenant: str, provider: str) -> ProviderConfig:
+    """A ProviderConfig from a PUT body; tenant and provider come from the path (and must match if given)."""
+    try:
+        data: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise HttpProblem(400, f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _refused([FieldError(detail="the body must be a JSON object", pointer="#", field="")])
+    for name, value in (("tenant", tenant), ("provider", provider)):
+        given = data.setdefault(name, value)
+        if given != value:
+            detail = f"{name} must match the path ({value!r}) or be left out"
+            raise _refused([FieldError(detail=detail, pointer=f"#/{name}", field=name)])
+    try:
+        return msgspec.convert(data, type=ProviderConfig)
+    except msgspec.ValidationError as exc:
+        raise _refused([_from_validation(exc)]) from exc
+    except ConfigError as exc:
+        raise invalid_registration(exc) from exc
+
+
+def invalid_registration(exc: ConfigError) -> HttpProblem:
+    """A 422 for a ConfigError, whose message starts with the field's dotted name."""
+    message = str(exc)
+    match = _LEADING_FIELD.match(message)
+    field = match.group(0) if match is not None and match.group(0).split(".")[0] in _TOP_FIELDS else ""
+    return _refused([FieldError(detail=message, pointer=_pointer(field.split(".") if field else []), field=field)])
+
+
+def _from_validation(exc: msgspec.ValidationError) -> FieldError:
+    message = str(exc)
+    names: list[str] = []
+    tokens: list[str] = []
+    at = _AT_PATH.search(message)
+    if at is not None:
+        for part in _PATH_PART.finditer(at.group("path")):
+            if part.group("name") is not None:
+                names.append(part.group("name"))
+                tokens.append(part.group("name"))
+            elif part.group("index") != "...":  # a dict key msgspec does not name
+                tokens.append(part.group("index"))
+        message = message[: at.start()]
+    named = _NAMED_FIELD.search(message)
+    if named is not None:  # missing and unknown fields are named in the message, not the path
+        names.append(named.group("name"))
+        tokens.append(named.group("name"))
+    return FieldError(detail=message, pointer=_pointer(tokens), field=".".join(names))
+
+
+def _pointer(tokens: list[str]) -> str:
+    """A JSON Pointer (RFC 6901) in URI fragment form, as RFC 9457's examples use."""
+    escaped = (token.replace("~", "~0").replace("/", "~1") for token in tokens)
+    return "#" + "".join("/" + quote(token, safe="~!$&'()*+,;=:@") for token in escaped)
+
+
+def _refused(errors: list[FieldError]) -> HttpProblem:
+    summary = "; ".join(e.detail if e.field in e.detail else f"{e.field or 'body'}: {e.detail}" for e in errors)
+    return HttpProblem(422, f"invalid registration: {summary}", kind="invalid-registration", errors=errors)

@@ -1,0 +1,244 @@
+"""The control plane's route table and handlers; each handler maps one registry call onto HTTP."""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import msgspec
+
+from ._asgi_fields import decode_registration, invalid_registration
+from ._asgi_http import JSON, HttpProblem, Request, Response, json_response, read_body
+from ._errors import ConfigError, FetchError, NotRegisteredError, RegistryClosedError, SecurityError
+from ._jose import KeyTable
+from ._models import ProviderState
+from ._provider import Provider
+from ._registry import Registry
+
+__all__ = ["ROUTES", "Access", "Context", "Handler", "Health", "HealthFailure", "Route"]
+
+_USABLE: Final = frozenset({ProviderState.READY, ProviderState.REFRESHING, ProviderState.STALE})
+_MAX_RETRY_AFTER_S: Final = 3600
+
+
+class Access(enum.Enum):
+    """Who may call a route: anyone, readers (token only with ``protect_reads``), or admins."""
+
+    OPEN = "open"
+    READ = "read"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every handler may use: the running registry and the app's settings."""
+
+    registry: Registry
+    protect_reads: bool
+    max_body_bytes: int
+    openapi: Callable[[str], bytes]  # root_path -> the encoded document
+
+
+Handler = Callable[[Context, Request, Mapping[str, str]], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    template: str  # OpenAPI path template, also the match pattern
+    methods: Mapping[str, tuple[Access, Handler]]
+
+    @property
+    def segments(self) -> tuple[str, ...]:
+        return tuple(self.template.split("/"))
+
+    def match(self, path: str) -> dict[str, str] | None:
+        parts = path.split("/")
+        pattern = self.segments
+        if len(parts) != len(pattern):
+            return None
+        params: dict[str, str] = {}
+        for part, want in zip(parts, pattern, strict=True):
+            if want.startswith("{"):
+                if not part:
+                    return None
+                params[want[1:-1]] = part
+            elif part != want:
+                return None
+        return params
+
+
+class HealthFailure(msgspec.Struct, frozen=True, kw_only=True):
+    tenant: str
+    provider: str
+    state: ProviderState
+    last_error: str | None
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Readiness: ``pass`` when every provider has usable keys (ready, refreshing or stale).
+
+    ``failures`` is omitted when reads are protected and the caller shows no token, so an open
+    probe endpoint does not list tenant names.
+    """
+
+    status: Literal["pass", "fail"]
+    providers: int
+    failing: int
+    failures: list[HealthFailure] | None = None
+    detail: str | None = None
+
+
+def _names(params: Mapping[str, str]) -> tuple[str, str]:
+    return params["tenant"], params["provider"]
+
+
+def _provider(registry: Registry, tenant: str, provider: str) -> Provider:
+    registry.status(tenant, provider)  # the public check: NotRegisteredError or RegistryClosedError
+    # read-only use of the provider table; lookups and fetches stay the Provider's business
+    return registry._providers[(tenant, provider)]
+
+
+def _status_url(request: Request, tenant: str, provider: str) -> str:
+    return f"{request.root_path}/tenants/{tenant}/providers/{provider}/status"
+
+
+async def put_provider(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
+    tenant, provider = _names(params)
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != JSON and not media_type.endswith("+json"):
+        raise HttpProblem(415, "the registration must be sent as application/json")
+    config = decode_registration(await read_body(request, ctx.max_body_bytes), tenant, provider)
+    existed = (tenant, provider) in ctx.registry._providers
+    try:
+        await ctx.registry.register(config)
+    except ConfigError as exc:  # a registry floor (https, allowed domains, private networks)
+        raise invalid_registration(exc) from exc
+    return json_response(200 if existed else 201, ctx.registry.status(tenant, provider))
+
+
+async def delete_provider(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
+    tenant, provider = _names(params)
+    if not await ctx.registry.unregister(tenant, provider):
+        raise NotRegisteredError(f"no provider registered as {tenant}/{provider}")
+    return Response(204, headers=[("cache-control", "no-store")])
+
+
+async def get_jwks(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
+    tenant, provider = _names(params)
+    kids = request.query.get("kid", [])
+    if len(kids) > 1:
+        raise HttpProblem(400, "kid may be given at most once")
+    found = _provider(ctx.registry, tenant, provider)
+    try:
+        table = await found.table()  # what resolve() serves, with its stale window and cold fetch
+    except (FetchError, SecurityError) as exc:
+        retry_after = _retry_after(ctx, found, exc)
+        raise HttpProblem(
+            503,
+            f"{tenant}/{provider} has no usable keys: {exc}",
+            kind="keys-unavailable",
+            headers=[("retry-after", str(retry_after))],
+        ) from exc
+    document = table.public_jwks()
+    if kids:
+        document["keys"] = [key for key in document["keys"] if key.get("kid") == kids[0]]
+        if not document["keys"]:
+            raise HttpProblem(404, f"{tenant}/{provider} serves no key with kid {kids[0]!r}", kind="kid-not-found")
+    body = msgspec.json.encode(document)
+    etag = '"' + base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode("ascii") + '"'
+    headers = [("etag", etag), ("cache-control", _cache_control(ctx, found, table))]
+    if _none_match(request.headers.get("if-none-match"), etag):
+        return Response(304, headers=headers)
+    return Response(200, body, content_type=JSON, headers=headers)
+
+
+def _cache_control(ctx: Context, found: Provider, table: KeyTable) -> str:
+    """Downstream caches may keep the set only as long as we consider it fresh ourselves."""
+    visibility = "private" if ctx.protect_reads else "public"
+    published = found.published
+    if published is None or published.table is not table:
+        return f"{visibility}, no-cache"
+    remaining = math.floor(published.expires_at - ctx.registry._clock.monotonic())
+    if remaining <= 0:  # served from the stale window: revalidate every time
+        return f"{visibility}, no-cache"
+    return f"{visibility}, max-age={remaining}"
+
+
+def _retry_after(ctx: Context, found: Provider, exc: Exception) -> int:
+    """Seconds until the provider's loop tries again (or the IdP's own Retry-After), 1..3600."""
+    wait = found.next_refresh - ctx.registry._clock.monotonic()
+    if isinstance(exc, FetchError) and exc.retry_after is not None:
+        wait = max(wait, exc.retry_after)
+    if not math.isfinite(wait) or wait < 1:
+        return 1
+    return min(math.ceil(wait), _MAX_RETRY_AFTER_S)
+
+
+def _none_match(header: str | None, etag: str) -> bool:
+    """RFC 9110 §13.1.2: weak comparison, ``*`` matches any current representation."""
+    if header is None:
+        return False
+    for candidate in header.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
+
+
+async def post_refresh(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
+    tenant, provider = _names(params)
+    # Start (or join) the single-flight fetch in the registry's task group and answer at once:
+    # an admin request should not hold a connection for a whole retry deadline.
+    _provider(ctx.registry, tenant, provider).start_flight(conditional=True)
+    return json_response(
+        202, ctx.registry.status(tenant, provider), headers=[("location", _status_url(request, tenant, provider))]
+    )
+
+
+async def get_status(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
+    return json_response(200, ctx.registry.status(*_names(params)))
+
+
+async def get_statuses(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
+    return json_response(200, sorted(ctx.registry.statuses(), key=lambda s: (s.tenant, s.provider)))
+
+
+async def get_health(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
+    try:
+        statuses = sorted(ctx.registry.statuses(), key=lambda s: (s.tenant, s.provider))
+    except RegistryClosedError as exc:  # probes read one shape: closed is unhealthy, not a problem
+        return json_response(503, Health(status="fail", providers=0, failing=0, detail=str(exc)))
+    failing = [s for s in statuses if s.state not in _USABLE]
+    show = request.authenticated or not ctx.protect_reads
+    failures = [
+        HealthFailure(tenant=s.tenant, provider=s.provider, state=s.state, last_error=s.last_error) for s in failing
+    ]
+    health = Health(
+        status="fail" if failing else "pass",
+        providers=len(statuses),
+        failing=len(failing),
+        failures=failures if show else None,
+    )
+    return json_response(503 if failing else 200, health)
+
+
+async def get_openapi(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
+    return Response(200, ctx.openapi(request.root_path), content_type=JSON, headers=[("cache-control", "no-cache")])
+
+
+_PROVIDER_PATH: Final = "/tenants/{tenant}/providers/{provider}"
+
+ROUTES: Final[tuple[Route, ...]] = (
+    Route(_PROVIDER_PATH, {"PUT": (Access.ADMIN, put_provider), "DELETE": (Access.ADMIN, delete_provider)}),
+    Route(_PROVIDER_PATH + "/jwks", {"GET": (Access.READ, get_jwks)}),
+    Route(_PROVIDER_PATH + "/refresh", {"POST": (Access.ADMIN, post_refresh)}),
+    Route(_PROVIDER_PATH + "/status", {"GET": (Access.READ, get_status)}),
+    Route("/status", {"GET": (Access.READ, get_statuses)}),
+    Route("/healthz", {"GET": (Access.OPEN, get_health)}),
+    Route("/openapi.json", {"GET": (Access.OPEN, get_openapi)}),
+)
