@@ -91,6 +91,7 @@ async def test_restore_never_replaces_a_newer_in_memory_set() -> None:
         async with LocalIdentityProvider() as idp, loopback_registry(clock, store=store) as reg:
             await reg.register(config_for(idp))
             await reg.refresh(TENANT, PROVIDER)
+            await reg.persist()  # saves are asynchronous; make this one happen now
             old_snapshot = await store.load(TENANT, PROVIDER)
             assert old_snapshot is not None
             new_kid = idp.rotate()

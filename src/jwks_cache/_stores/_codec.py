@@ -23,11 +23,14 @@ from .._models import SNAPSHOT_VERSION, Snapshot
 __all__ = [
     "MAC_SIZE",
     "MAX_SNAPSHOT_BYTES",
+    "Rejections",
     "check_hmac_key",
     "check_names",
     "decode",
+    "decode_notice",
     "decode_or_none",
     "encode",
+    "encode_notice",
     "log_ignored",
 ]
 
@@ -133,16 +136,66 @@ def log_ignored(error: StoreError) -> None:
     log.warning("ignoring stored snapshot: %s", error, exc_info=error)
 
 
+class Rejections:
+    """Logs the first few snapshots a batch refuses, then only counts: a wrong key must not flood logs."""
+
+    def __init__(self, limit: int = 10) -> None:
+        self.count = 0
+        self._limit = limit
+
+    def add(self, error: StoreError) -> None:
+        self.count += 1
+        if self.count <= self._limit:
+            log_ignored(error)
+
+    def summarize(self) -> None:
+        if self.count > self._limit:
+            log.warning("ignoring stored snapshots: %d more refused", self.count - self._limit)
+
+
 def decode_or_none(
     data: bytes,
     hmac_key: bytes | None,
     *,
     source: str,
     expect: tuple[str, str] | None = None,
+    rejections: Rejections | None = None,
 ) -> Snapshot | None:
-    """:func:`decode`, but bad data is logged and becomes ``None``."""
+    """:func:`decode`, but bad data is logged (through ``rejections`` in a batch) and becomes ``None``."""
     try:
         return decode(data, hmac_key, source=source, expect=expect)
     except StoreError as exc:
-        log_ignored(exc)
+        (rejections or Rejections()).add(exc)
         return None
+
+
+class _Notice(msgspec.Struct, frozen=True):
+    """A change notice: small, and JSON so that clients decoding responses to str read it too."""
+
+    tenant: str
+    provider: str
+    fetched_at: float
+    origin: str = ""  # the publishing store instance, so it can skip its own notices
+
+
+def encode_notice(snapshot: Snapshot, origin: str) -> bytes:
+    """The message announcing that ``snapshot`` was just stored by ``origin``."""
+    return msgspec.json.encode(_Notice(snapshot.tenant, snapshot.provider, snapshot.fetched_at, origin))
+
+
+def decode_notice(data: object, *, skip_origin: str) -> tuple[str, str] | None:
+    """A notice's ``(tenant, provider)``; ``None`` for malformed ones and for those from ``skip_origin``.
+
+    Notices are not signed: the worst a forged one does is make listeners re-read a snapshot, which
+    is itself verified.
+    """
+    if not isinstance(data, bytes | str):
+        return None
+    try:
+        notice = msgspec.json.decode(data, type=_Notice)
+        check_names(notice.tenant, notice.provider)
+    except (msgspec.DecodeError, StoreError):
+        return None
+    if notice.origin == skip_origin:
+        return None
+    return notice.tenant, notice.provider

@@ -119,24 +119,27 @@ class FileStore:
 
     # -- worker-thread side -------------------------------------------------------------------
 
-    def _read(self, path: Path) -> bytes | None:
+    def _read(self, path: Path, rejections: _codec.Rejections | None = None) -> bytes | None:
         """The file's bytes; ``None`` when absent or too large to be a snapshot (logged)."""
         try:
             with path.open("rb") as file:
-                if os.fstat(file.fileno()).st_size > _codec.MAX_SNAPSHOT_BYTES:
-                    _codec.log_ignored(StoreError(f"snapshot {path} is larger than {_codec.MAX_SNAPSHOT_BYTES} bytes"))
-                    return None
-                return file.read()
+                if os.fstat(file.fileno()).st_size <= _codec.MAX_SNAPSHOT_BYTES:
+                    return file.read()
         except FileNotFoundError:
             return None
         except OSError as exc:
             raise StoreError(f"cannot read snapshot {path}: {exc}") from exc
+        error = StoreError(f"snapshot {path} is larger than {_codec.MAX_SNAPSHOT_BYTES} bytes")
+        (rejections or _codec.Rejections()).add(error)
+        return None
 
-    def _load_sync(self, path: Path, expect: tuple[str, str]) -> Snapshot | None:
-        data = self._read(path)
+    def _load_sync(
+        self, path: Path, expect: tuple[str, str], rejections: _codec.Rejections | None = None
+    ) -> Snapshot | None:
+        data = self._read(path, rejections)
         if data is None:
             return None
-        return _codec.decode_or_none(data, self._hmac_key, source=str(path), expect=expect)
+        return _codec.decode_or_none(data, self._hmac_key, source=str(path), expect=expect, rejections=rejections)
 
     def _save_sync(self, path: Path, data: bytes) -> None:
         try:
@@ -184,22 +187,26 @@ class FileStore:
         except OSError as exc:
             raise StoreError(f"cannot list snapshot directory {self._directory}: {exc}") from exc
         snapshots: list[Snapshot] = []
+        rejections = _codec.Rejections()
         for name in names:
             if name.startswith(".") or not name.endswith(_SUFFIX):
                 continue  # temp files of writers in flight, and whatever else shares the directory
             path = self._directory / name
             try:
-                snapshot = self._load_named(path, name)
+                snapshot = self._load_sync(path, _names_of(path), rejections)
             except StoreError as exc:
-                _codec.log_ignored(exc)
+                rejections.add(exc)
                 continue
             if snapshot is not None:
                 snapshots.append(snapshot)
+        rejections.summarize()
         return snapshots
 
-    def _load_named(self, path: Path, name: str) -> Snapshot | None:
-        tenant, separator, provider = name[: -len(_SUFFIX)].partition(_SEPARATOR)
-        if not separator:
-            raise StoreError(f"snapshot file {path} is not named tenant{_SEPARATOR}provider{_SUFFIX}")
-        _codec.check_names(tenant, provider)
-        return self._load_sync(path, (tenant, provider))
+
+def _names_of(path: Path) -> tuple[str, str]:
+    """``(tenant, provider)`` from a snapshot file's name; StoreError for a name we never write."""
+    tenant, separator, provider = path.name[: -len(_SUFFIX)].partition(_SEPARATOR)
+    if not separator:
+        raise StoreError(f"snapshot file {path} is not named tenant{_SEPARATOR}provider{_SUFFIX}")
+    _codec.check_names(tenant, provider)
+    return tenant, provider

@@ -1,13 +1,13 @@
 """RedisStore: snapshots in Redis (standalone or cluster) through coredis, plus the fleet primitives.
 
 coredis is imported when a store is built, so the core runs without the ``redis`` extra. coredis 6
-is anyio-based and its clients must be entered (``async with client:``) before use: the entering
-task anchors the client's connection tasks. Hence a store made from a URL must itself be entered,
-and a passed client must already be open. Every call is bounded by ``timeout`` and every coredis or
-socket error becomes :class:`StoreError`, so an outage costs at most ``timeout`` per call.
+is anyio-based and a client must be entered (``async with client:``) before use, in a task that
+outlives its users: it anchors the connection tasks. So a store made from a URL must itself be
+entered, and a passed client must already be open. Every call is bounded by ``timeout`` and every
+coredis or socket error becomes :class:`StoreError`: an outage costs at most ``timeout`` per call.
 
-Keys share a hash tag per provider (``{ns}:{tenant/provider}:snap`` and ``:lease``) so a provider's
-keys live in one cluster slot; notices go to one channel, ``{ns}:notices``.
+A provider's keys share a hash tag (``{ns}:{tenant/provider}:snap`` and ``:lease``), hence one
+cluster slot; notices go to one channel, ``{ns}:notices``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import msgspec
 
 from .._clock import SystemClock
 from .._errors import ConfigError, StoreError
@@ -35,25 +34,24 @@ from ._protocol import NoticeHandler
 if TYPE_CHECKING:
     import coredis
 
-__all__ = ["RedisStore"]
+__all__ = ["SNAPSHOT_GRACE", "RedisStore"]
 
 _T = TypeVar("_T")
-
 log = logging.getLogger("jwks_cache")
 
-#: How long a snapshot outlives its expiry in Redis: long enough to cover any stale window, so a
+#: How long a snapshot outlives its expiry in Redis: longer than any sane stale window, so a
 #: restarted fleet still finds its last good set during an IdP outage.
 SNAPSHOT_GRACE: Final = 86_400.0  # seconds
 _MIN_SNAPSHOT_TTL: Final = 60.0  # seconds
 _MAX_SNAPSHOT_TTL: Final = 30 * 86_400.0  # seconds; bounds what an absurd expires_at can pin
-_SCAN_BATCH: Final = 500
+_SCAN_BATCH: Final = 500  # keys per SCAN and per pipelined GET batch
 _LISTEN_MIN_BACKOFF: Final = 0.05  # seconds; doubled per failed attempt, jittered down to half
-_LISTEN_MAX_BACKOFF: Final = 5.0  # seconds; bounds how late a fleet hears of Redis coming back
-_NAMESPACE_RE: Final = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")  # no braces or glob characters
+_LISTEN_MAX_BACKOFF: Final = 5.0  # seconds; bounds how late a fleet hears that Redis is back
+_MAX_IDLE_TIME: Final = 30  # seconds without a byte before a URL-made client drops a connection
+_KEEPALIVE: Final = 10  # seconds of silence before the subscriber PINGs; below _MAX_IDLE_TIME
+_NAMESPACE_RE: Final = re.compile(r"[A-Za-z0-9_.:/-]{1,100}")  # no hash-tag braces, no glob characters
 _RELEASE_SCRIPT: Final = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
 
@@ -66,21 +64,13 @@ def _import_coredis() -> Any:
     return coredis
 
 
-class _Notice(msgspec.Struct, frozen=True):
-    """What ``publish`` broadcasts: small, JSON so that decoding clients can read it too."""
-
-    tenant: str
-    provider: str
-    fetched_at: float
-    origin: str = ""
-
-
 class RedisStore:
-    """A :class:`SnapshotStore` in Redis; with ``shared=True`` the fleet's :class:`SharedStore`.
+    """A :class:`SnapshotStore` in Redis; with ``shared=True`` a fleet's :class:`SharedStore`.
 
-    Enter it before use and leave it in the same task (the Registry does both). With ``shared=True``
-    a lease lets one instance refresh a provider per period, the others read its snapshot, and
-    ``publish``/``listen`` carry a notice to every instance within a second.
+    Enter it before use and leave it in the same task (the Registry does both). Every method raises
+    :class:`StoreError` when Redis fails or does not answer within ``timeout``; bad data is logged
+    and ignored instead. With ``shared=True`` a lease lets one instance refresh a provider per
+    period, the others read its snapshot, and ``publish``/``listen`` tell every instance at once.
     """
 
     shared: bool
@@ -94,17 +84,17 @@ class RedisStore:
         hmac_key: bytes | None = None,
         timeout: float = 0.5,
     ) -> None:
-        """Configure the store; no connection is made here.
+        """Configure the store; nothing connects before it is entered and used.
 
         Args:
-            client_or_url: a ``redis://``/``rediss://``/``unix://`` URL (the store makes, opens and
-                closes its own client), or an open ``coredis.Redis``/``coredis.RedisCluster`` the
-                caller owns. Either way responses must not be decoded (snapshots are binary).
+            client_or_url: a ``redis://``, ``rediss://`` or ``unix://`` URL (the store makes, opens
+                and closes its own client), or an open ``coredis.Redis``/``coredis.RedisCluster``
+                the caller owns, made with ``decode_responses=False``: snapshots are binary.
             namespace: key prefix, so several deployments can share one Redis.
             shared: whether the owner should use the fleet primitives (lease, publish, listen).
             hmac_key: when set (at least 16 bytes), snapshots are signed and unsigned or altered
                 entries are ignored: worth it when others can write to this Redis.
-            timeout: seconds allowed for each Redis call; an outage costs at most this much.
+            timeout: seconds allowed per Redis call.
 
         Raises:
             ConfigError: coredis is missing, or an argument is invalid.
@@ -119,52 +109,46 @@ class RedisStore:
         self._hmac_key = _codec.check_hmac_key(hmac_key)
         self._timeout = float(timeout)
         self._clock = SystemClock()
-        self._origin = secrets.token_hex(8)
-        self._errors: tuple[type[BaseException], ...] = (
+        self._origin = secrets.token_hex(8)  # tells our own notices apart
+        self._depth = 0
+        # what an unreachable, dying or misbehaving Redis raises through coredis (TimeoutError is an OSError)
+        self._errors: tuple[type[Exception], ...] = (
             coredis.exceptions.RedisError,
             OSError,
             anyio.BrokenResourceError,
             anyio.ClosedResourceError,
             anyio.EndOfStream,
         )
-        self._depth = 0
         if isinstance(client_or_url, str):
-            self._client = self._client_from_url(coredis, client_or_url)
             self._owns_client = True
+            try:
+                self._client = coredis.Redis.from_url(
+                    client_or_url,
+                    decode_responses=False,
+                    retry_policy=coredis.retry.NoRetryPolicy(),  # fail fast; the caller decides
+                    connect_timeout=self._timeout,
+                    max_idle_time=_MAX_IDLE_TIME,  # a half-open connection dies instead of stalling calls
+                )
+            except (ValueError, coredis.exceptions.RedisError) as exc:
+                raise ConfigError(f"invalid redis URL {client_or_url!r}: {exc}") from exc
         elif isinstance(client_or_url, coredis.Redis | coredis.RedisCluster):
             if client_or_url.decode_responses:
                 raise ConfigError("RedisStore needs a client made with decode_responses=False")
-            self._client = client_or_url
-            self._owns_client = False
+            self._owns_client, self._client = False, client_or_url
         else:
             raise ConfigError(f"expected a redis URL or a coredis client (got {type(client_or_url).__name__})")
         self._cluster = isinstance(self._client, coredis.RedisCluster)
 
-    def _client_from_url(self, coredis: Any, url: str) -> Any:
-        from coredis.retry import NoRetryPolicy
-
-        try:
-            return coredis.Redis.from_url(
-                url,
-                decode_responses=False,
-                retry_policy=NoRetryPolicy(),  # retrying is the caller's call; we must fail fast
-                connect_timeout=self._timeout,
-                max_idle_time=60,  # a silently dead server is noticed even on idle connections
-            )
-        except (ValueError, coredis.exceptions.RedisError) as exc:
-            raise ConfigError(f"invalid redis URL {url!r}: {exc}") from exc
-
     def __repr__(self) -> str:
         return f"RedisStore({self._client!r}, namespace={self._namespace!r}, shared={self.shared})"
 
-    # -- lifecycle --------------------------------------------------------------------------
-
     async def __aenter__(self) -> Self:
-        """Open the store's own client (a URL); a passed client is the caller's to open."""
         if self._owns_client:
             try:
                 await self._client.__aenter__()
-            except (*self._errors, RuntimeError) as exc:  # type: ignore[misc]
+            except Exception as exc:  # RuntimeError too: coredis refuses entries from unrelated tasks
+                if not isinstance(exc, (*self._errors, RuntimeError)):
+                    raise
                 raise StoreError(f"cannot open redis client: {exc}") from exc
         self._depth += 1
         return self
@@ -183,37 +167,30 @@ class RedisStore:
             await anyio.lowlevel.checkpoint()
             return
         self._depth -= 1
-        if self._owns_client:
-            # no shield scope around it: the client's task group must be the innermost scope here
+        if self._owns_client:  # no shield scope here: the client's task group must be innermost
             await self._client.__aexit__(None, None, None)
-
-    # -- keys -------------------------------------------------------------------------------
-
-    def _tag(self, tenant: str, provider: str) -> str:
-        _codec.check_names(tenant, provider)
-        return f"{self._namespace}:{{{tenant}/{provider}}}"
 
     def snapshot_key(self, tenant: str, provider: str) -> str:
         """The Redis key holding the provider's snapshot."""
-        return f"{self._tag(tenant, provider)}:snap"
+        _codec.check_names(tenant, provider)
+        return f"{self._namespace}:{{{tenant}/{provider}}}:snap"
 
     def lease_key(self, tenant: str, provider: str) -> str:
-        """The Redis key holding the provider's refresh lease."""
-        return f"{self._tag(tenant, provider)}:lease"
+        """The Redis key holding the provider's refresh lease (same slot as the snapshot)."""
+        _codec.check_names(tenant, provider)
+        return f"{self._namespace}:{{{tenant}/{provider}}}:lease"
 
     @property
     def channel(self) -> str:
         """The pub/sub channel carrying change notices."""
         return f"{self._namespace}:notices"
 
-    def _parse_key(self, key: str) -> tuple[str, str] | None:
+    def _names_of(self, key: str) -> tuple[str, str] | None:
         prefix, suffix = f"{self._namespace}:{{", "}:snap"
         if not (key.startswith(prefix) and key.endswith(suffix)):
             return None
         tenant, _, provider = key[len(prefix) : -len(suffix)].partition("/")
         return tenant, provider
-
-    # -- calls ------------------------------------------------------------------------------
 
     def _require_open(self) -> None:
         if self._owns_client and self._depth == 0:
@@ -232,18 +209,8 @@ class RedisStore:
         except RuntimeError as exc:  # coredis: "connection pool is not initialized" (client not open)
             raise StoreError(f"redis {what} failed (is the client open?): {exc}") from exc
 
-    def _snapshot_ttl_ms(self, snapshot: Snapshot) -> int:
-        remaining = snapshot.expires_at - self._clock.time() + SNAPSHOT_GRACE
-        return int(min(max(remaining, _MIN_SNAPSHOT_TTL), _MAX_SNAPSHOT_TTL) * 1000)
-
-    # -- SnapshotStore ----------------------------------------------------------------------
-
     async def load(self, tenant: str, provider: str) -> Snapshot | None:
-        """The provider's snapshot, or ``None`` if absent or unusable (logged).
-
-        Raises:
-            StoreError: Redis failed or did not answer within ``timeout``.
-        """
+        """The provider's snapshot, or ``None`` if absent or unusable (logged)."""
         key = self.snapshot_key(tenant, provider)
         data = await self._call("GET", lambda: self._client.get(key))
         if data is None:
@@ -251,58 +218,49 @@ class RedisStore:
         return _codec.decode_or_none(bytes(data), self._hmac_key, source=key, expect=(tenant, provider))
 
     async def save(self, snapshot: Snapshot) -> None:
-        """Store ``snapshot``; it expires a grace period after its own expiry.
-
-        Raises:
-            StoreError: Redis failed or did not answer within ``timeout``.
-        """
+        """Store ``snapshot``; Redis drops it :data:`SNAPSHOT_GRACE` after its expiry (at least 60 s)."""
         key = self.snapshot_key(snapshot.tenant, snapshot.provider)
         data = _codec.encode(snapshot, self._hmac_key)
-        ttl_ms = self._snapshot_ttl_ms(snapshot)
+        remaining = snapshot.expires_at - self._clock.time() + SNAPSHOT_GRACE
+        ttl_ms = int(min(max(remaining, _MIN_SNAPSHOT_TTL), _MAX_SNAPSHOT_TTL) * 1000)
         await self._call("SET", lambda: self._client.set(key, data, px=ttl_ms))
 
     async def delete(self, tenant: str, provider: str) -> None:
-        """Remove the provider's snapshot, if any.
-
-        Raises:
-            StoreError: Redis failed or did not answer within ``timeout``.
-        """
+        """Remove the provider's snapshot, if any."""
         key = self.snapshot_key(tenant, provider)
         await self._call("DEL", lambda: self._client.delete([key]))
 
     async def load_all(self) -> list[Snapshot]:
-        """Every usable snapshot, scanned in batches (on every primary of a cluster).
-
-        Raises:
-            StoreError: Redis failed or a batch did not answer within ``timeout``.
-        """
+        """Every usable snapshot: SCAN (on every primary of a cluster), then pipelined GETs, in batches."""
         keys: list[str] = []
-        if self._cluster:
-            for node in self._client.primaries:
-                try:
-                    async with node:
-                        keys += await self._scan(node)
-                except self._errors as exc:
-                    raise StoreError(f"redis SCAN on {node!r} failed: {exc}") from exc
-        else:
+        if not self._cluster:
             keys = await self._scan(self._client)
+        for node in self._client.primaries if self._cluster else ():
+            try:
+                async with node:
+                    keys += await self._scan(node)
+            except self._errors as exc:
+                raise StoreError(f"redis SCAN on {node!r} failed: {exc}") from exc
         snapshots: list[Snapshot] = []
+        rejections = _codec.Rejections()
         for start in range(0, len(keys), _SCAN_BATCH):
             batch = keys[start : start + _SCAN_BATCH]
             values = await self._call("GET (batch)", functools.partial(self._get_many, batch))
             for key, data in zip(batch, values, strict=True):
-                names = self._parse_key(key)
+                names = self._names_of(key)
                 if data is None or names is None:
-                    continue
-                snapshot = _codec.decode_or_none(bytes(data), self._hmac_key, source=key, expect=names)
+                    continue  # expired since the scan, or not a key we write
+                snapshot = _codec.decode_or_none(
+                    bytes(data), self._hmac_key, source=key, expect=names, rejections=rejections
+                )
                 if snapshot is not None:
                     snapshots.append(snapshot)
+        rejections.summarize()
         return snapshots
 
     async def _scan(self, node: Any) -> list[str]:
         keys: list[str] = []
-        cursor = 0
-        match = f"{self._namespace}:{{*}}:snap"
+        cursor, match = 0, f"{self._namespace}:{{*}}:snap"
         while True:
             scan = functools.partial(node.scan, cursor, match=match, count=_SCAN_BATCH)
             cursor, batch = await self._call("SCAN", scan)
@@ -316,22 +274,15 @@ class RedisStore:
                 pipe.get(key)
         return pipe.results or ()
 
-    # -- SharedStore ------------------------------------------------------------------------
-
     async def acquire_lease(self, tenant: str, provider: str, ttl: float) -> str | None:
-        """Take the provider's refresh lease for ``ttl`` seconds if nobody holds it (SET NX PX).
+        """Take the provider's refresh lease for ``ttl`` seconds unless someone holds it (SET NX PX).
 
         Returns:
             The token proving ownership, or ``None`` when another instance holds the lease.
-
-        Raises:
-            StoreError: Redis failed or did not answer within ``timeout``.
         """
         if not ttl > 0:
             raise StoreError(f"lease ttl must be > 0 (got {ttl!r})")
-        key = self.lease_key(tenant, provider)
-        token = secrets.token_hex(16)
-        ttl_ms = max(1, int(ttl * 1000))
+        key, token, ttl_ms = self.lease_key(tenant, provider), secrets.token_hex(16), max(1, int(ttl * 1000))
         acquired = await self._call("SET NX", lambda: self._set_nx(key, token, ttl_ms))
         return token if acquired else None
 
@@ -341,23 +292,14 @@ class RedisStore:
         return bool(await self._client.set(key, token, condition=PureToken.NX, px=ttl_ms))
 
     async def release_lease(self, tenant: str, provider: str, token: str) -> None:
-        """Delete the lease only if ``token`` still owns it (compare-and-delete in Lua).
-
-        Raises:
-            StoreError: Redis failed or did not answer within ``timeout``.
-        """
+        """Delete the lease only while ``token`` owns it (compare-and-delete in Lua)."""
         key = self.lease_key(tenant, provider)
         await self._call("EVAL (release lease)", lambda: self._client.eval(_RELEASE_SCRIPT, keys=[key], args=[token]))
 
     async def publish(self, snapshot: Snapshot) -> None:
-        """Save ``snapshot``, then announce it on the notice channel.
-
-        Raises:
-            StoreError: Redis failed or did not answer within ``timeout`` (the save may have landed).
-        """
+        """Save ``snapshot``, then announce it on the notice channel (on failure the save may have landed)."""
         await self.save(snapshot)
-        notice = _Notice(snapshot.tenant, snapshot.provider, snapshot.fetched_at, self._origin)
-        message = msgspec.json.encode(notice)
+        message = _codec.encode_notice(snapshot, self._origin)
         await self._call("PUBLISH", lambda: self._client.publish(self.channel, message))
 
     async def listen(
@@ -366,11 +308,11 @@ class RedisStore:
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Call ``on_notice(tenant, provider)`` for each notice published by *other* store instances.
+        """Call ``on_notice(tenant, provider)`` for each notice published by *another* store instance.
 
-        Notices from this instance are skipped: its owner already holds that set. Runs until
-        cancelled; a Redis outage is logged and retried with bounded, jittered backoff. Notices sent
-        while disconnected are lost, so owners keep their own refresh schedule as the fallback.
+        Our own notices are skipped: our owner already holds that set. Runs until cancelled and rides
+        out Redis outages (logged; jittered backoff up to 5 s). Notices sent while disconnected are
+        lost, so owners keep their own refresh schedule as the fallback.
         """
         self._require_open()
         started, failures, rng = False, 0, random.Random()
@@ -378,7 +320,7 @@ class RedisStore:
         def subscribed() -> None:
             nonlocal started, failures
             if failures:
-                log.info("redis notices: subscribed again to %s", self.channel)
+                log.info("redis notices: subscribed to %s again", self.channel)
             failures = 0
             if not started:
                 started = True
@@ -391,7 +333,7 @@ class RedisStore:
                 if not self._is_outage(exc):
                     raise
                 failures += 1
-                level = logging.WARNING if failures == 1 else logging.DEBUG
+                level = logging.WARNING if failures == 1 else logging.DEBUG  # once per outage, not per retry
                 log.log(level, "redis notices: subscription to %s failed: %r", self.channel, exc)
             else:
                 if handler_error is not None:
@@ -410,32 +352,21 @@ class RedisStore:
             ignore_subscribe_messages=True,
             retry_policy=None,  # reconnecting is ours, with a bounded backoff
             subscription_timeout=self._timeout,
+            max_idle_seconds=_KEEPALIVE,
         )
         async with pubsub:
             subscribed()
             async for message in pubsub:
-                names = self._accept(message.get("data"))
+                names = _codec.decode_notice(message.get("data"), skip_origin=self._origin)
                 if names is None:
                     continue
                 try:
                     await on_notice(*names)
-                except Exception as exc:  # a bug of the owner: leave the subscription, then raise it
+                except Exception as exc:  # the owner's bug: raised as itself, not inside coredis' group
                     return exc
         return None
 
-    def _is_outage(self, exc: BaseException) -> bool:
-        if isinstance(exc, BaseExceptionGroup):
-            _, rest = exc.split(self._errors)
-            return rest is None
+    def _is_outage(self, exc: Exception) -> bool:
+        if isinstance(exc, ExceptionGroup):
+            return exc.split(self._errors)[1] is None
         return isinstance(exc, self._errors)
-
-    def _accept(self, data: object) -> tuple[str, str] | None:
-        """A notice's (tenant, provider), or ``None`` for our own and for malformed ones."""
-        try:
-            notice = msgspec.json.decode(data if isinstance(data, bytes | str) else b"", type=_Notice)
-            _codec.check_names(notice.tenant, notice.provider)
-        except (msgspec.DecodeError, StoreError):
-            return None
-        if notice.origin == self._origin:
-            return None
-        return notice.tenant, notice.provider
