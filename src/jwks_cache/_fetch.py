@@ -14,14 +14,15 @@ import zlib
 from collections.abc import Callable
 from typing import Final
 
-from anyio import getaddrinfo
 import httpx
 import msgspec
+from anyio import getaddrinfo
 
 from ._clock import Clock, fail_at
 from ._errors import FetchError, ResponseTooLargeError, SecurityError
 from ._schedule import retry_after_delay
 from ._security import HopPolicy, check_address, check_content_type, check_pin, check_url, resolve_redirect
+from ._telemetry import Telemetry
 
 __all__ = ["FetchResult", "Fetcher", "Headers"]
 
@@ -45,9 +46,10 @@ class FetchResult(msgspec.Struct, frozen=True, kw_only=True):
 class Fetcher:
     """Performs single GET attempts for every provider of one Registry."""
 
-    def __init__(self, client: httpx.AsyncClient, clock: Clock) -> None:
+    def __init__(self, client: httpx.AsyncClient, clock: Clock, *, telemetry: Telemetry | None = None) -> None:
         self._client = client
         self._clock = clock
+        self.telemetry = telemetry or Telemetry()  # the Registry passes its own; refreshers share it
         self.in_flight = 0  # read by VirtualClock.settle so tests never jump time mid-request
 
     def busy(self) -> bool:
@@ -66,8 +68,14 @@ class Fetcher:
         """One attempt: every hop checked, the whole attempt under one timeout."""
         self.in_flight += 1
         try:
-            with fail_at(self._clock, self._clock.monotonic() + attempt_timeout):
-                return await self._follow(url, policy, max_redirects, max_bytes, attempt_timeout, headers or {})
+            # the span sees fail_at's TimeoutError, so its error.type says "timeout"
+            with (
+                self.telemetry.fetch_span(url) as span,
+                fail_at(self._clock, self._clock.monotonic() + attempt_timeout),
+            ):
+                result = await self._follow(url, policy, max_redirects, max_bytes, attempt_timeout, headers or {})
+                span.status_code = result.status
+                return result
         except TimeoutError:
             raise FetchError(f"GET {url}: timed out after {attempt_timeout:g}s", url=url, transient=True) from None
         finally:

@@ -175,7 +175,11 @@ class Persistence:
             return None
         newer = await self._newer_than_ours(provider)
         current = provider.published
-        if newer is None and current is not None and (unconditional or self._clock.time() - current.wall_fetched_at < ttl):
+        if (
+            newer is None
+            and current is not None
+            and (unconditional or self._clock.time() - current.wall_fetched_at < ttl)
+        ):
             return current  # the fleet refreshed within this lease and we hold that set already
         if newer is None:
             notice = provider.notice  # the lease holder is fetching: its notice (or our timeout) ends the wait

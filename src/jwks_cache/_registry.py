@@ -292,7 +292,16 @@ class Registry(anyio.AsyncContextManagerMixin):
 
     def get_key_nowait(self, tenant: str, provider: str, kid: str, *, alg: str | None = None) -> Any:
         """The synchronous fast path: a cached key or ``KeyNotFoundError``; never I/O, never waits."""
-        return self._provider(tenant, provider).lookup_nowait(kid, alg)
+        found = self._providers.get((tenant, provider))
+        if found is None:
+            raise self._gone_error(tenant, provider)
+        pub = found.published
+        if pub is not None and alg is None and self._clock.monotonic() < pub.expires_at:
+            entry = pub.table.by_kid.get(kid)
+            if entry is not None:
+                found.hits += 1
+                return entry.jwk
+        return found.lookup_nowait(kid, alg)
 
     async def get_key(self, tenant: str, provider: str, kid: str, *, alg: str | None = None) -> Any:
         """The public key ``kid`` of a provider, fetching or refreshing (single-flight) when needed.

@@ -8,17 +8,19 @@ from typing import Any
 
 import anyio
 import pytest
+from tests.helpers import PROVIDER, QUICK_RETRY, TENANT, config_for, loopback_registry
 
 from jwks_cache import Registry
 from jwks_cache.redis import RedisStore
 from jwks_cache.testing import LocalIdentityProvider
 from redis_servers import coredis_outage
-from tests.helpers import PROVIDER, QUICK_RETRY, TENANT, config_for, loopback_registry
 
 INSTANCES = 20
 
 
-async def _fleet(stack: AsyncExitStack, url: str, namespace: str, *, shared: bool, count: int = INSTANCES) -> list[Registry]:
+async def _fleet(
+    stack: AsyncExitStack, url: str, namespace: str, *, shared: bool, count: int = INSTANCES
+) -> list[Registry]:
     registries = []
     for _ in range(count):
         store = RedisStore(url, namespace=namespace, shared=True) if shared else None
@@ -51,7 +53,9 @@ async def test_twenty_instances_fetch_once_per_period_only_in_shared_mode(
             assert idp.request_count <= (limit if shared else 2 * INSTANCES)
 
 
-async def test_rotation_announced_by_one_instance_reaches_every_instance(redis_server: Any, redis_namespace: str) -> None:
+async def test_rotation_announced_by_one_instance_reaches_every_instance(
+    redis_server: Any, redis_namespace: str
+) -> None:
     with anyio.fail_after(30):
         async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
             registries = await _fleet(stack, redis_server.url, redis_namespace, shared=True, count=5)
@@ -99,7 +103,9 @@ async def test_a_lease_holder_that_dies_mid_fetch_lets_another_instance_take_ove
     with anyio.fail_after(30):
         async with LocalIdentityProvider() as idp:
             idp.stall(math.inf)
-            async with loopback_registry(store=RedisStore(redis_server.url, namespace=redis_namespace, shared=True)) as doomed:
+            async with loopback_registry(
+                store=RedisStore(redis_server.url, namespace=redis_namespace, shared=True)
+            ) as doomed:
                 await doomed.register(config_for(idp, retry=QUICK_RETRY))
                 await idp.wait_for_requests(1)  # it holds the lease and its fetch hangs
             idp.recover()  # the holder is gone without releasing the lease or publishing

@@ -13,13 +13,12 @@ from typing import Any
 import anyio
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from joserfc.jwk import ECKey, OctKey, RSAKey
+from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
 
 from jwks_cache import InvalidJwksError, KeyNotFoundError, SecurityError, TokenError
 from jwks_cache.testing import LocalIdentityProvider
-from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
 
 
 def _b64(data: bytes) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
-import pytest
+from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
 
 from jwks_cache import FetchError, FileStore, MemoryStore, ProviderState
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
-from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
 
 
 async def test_file_store_warm_start_needs_no_upstream_request(tmp_path: Path) -> None:

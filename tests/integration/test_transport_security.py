@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from tests.helpers import PROVIDER, QUICK_RETRY, TENANT, config_for
 
 from jwks_cache import (
     ConfigError,
@@ -24,7 +25,6 @@ from jwks_cache import (
     SecurityError,
 )
 from jwks_cache.testing import LocalIdentityProvider
-from tests.helpers import PROVIDER, QUICK_RETRY, TENANT, config_for
 
 
 @asynccontextmanager

@@ -72,6 +72,8 @@ async def test_redirect_to_a_private_or_downgraded_target_is_refused_before_send
 async def test_unresolvable_host_is_a_transient_fetch_error(public_dns: dict[str, str]) -> None:
     fetcher = _fetcher("https://idp.example.com/x", [])
     with pytest.raises(FetchError) as info:
-        await fetcher.get("https://nowhere.example.com/jwks", policy=POLICY, max_redirects=0, max_bytes=10, attempt_timeout=5)
+        await fetcher.get(
+            "https://nowhere.example.com/jwks", policy=POLICY, max_redirects=0, max_bytes=10, attempt_timeout=5
+        )
     assert info.value.url == "https://nowhere.example.com/jwks"
     assert info.value.transient

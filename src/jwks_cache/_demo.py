@@ -1,0 +1,293 @@
+"""``jwks-cache demo``: the library's promises, shown against local identity providers in seconds.
+
+It is the first thing a newcomer runs, so every number printed is measured, not asserted from
+the docs: request counts come from the providers' own counters, and a result that contradicts
+the claim next to it is flagged and turns the exit code to 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from typing import Any, Final, TextIO
+
+import anyio
+
+from ._cli import format_table
+from ._clock import SystemClock
+from ._config import ProviderConfig, RetryPolicy
+from ._errors import FetchError, JwksCacheError
+from ._models import ProviderState, ProviderStatus
+from ._registry import Registry
+from .testing import LocalIdentityProvider, VirtualClock
+
+__all__ = ["run_demo"]
+
+_TENANTS: Final = (("acme", "RS256"), ("globex", "ES256"), ("initech", "EdDSA"))
+_PROVIDER: Final = "idp"
+_CALLERS: Final = 1_000
+_LOOKUPS: Final = 100_000
+_AUDIENCE: Final = "demo-api"
+_NO_RETRY: Final = RetryPolicy(max_retries=0)  # one request per failed refresh keeps the outage short to watch
+_BOLD, _GREEN, _YELLOW, _RED, _RESET = "\x1b[1m", "\x1b[32m", "\x1b[33m", "\x1b[31m", "\x1b[0m"
+_STATE_COLOURS: Final = {ProviderState.READY: _GREEN, ProviderState.STALE: _YELLOW, ProviderState.FAILED: _RED}
+
+
+class _Out:
+    """Aligned plain-text output; colour only on a terminal, and never with NO_COLOR set."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.colour = stream.isatty() and "NO_COLOR" not in os.environ
+        self.problems: list[str] = []
+
+    def line(self, text: str = "") -> None:
+        print(text, file=self.stream, flush=True)
+
+    def heading(self, text: str) -> None:
+        self.line()
+        self.line(self.paint(text, _BOLD))
+
+    def row(self, label: str, value: str) -> None:
+        self.line(f"   {label:<20} {value}")
+
+    def paint(self, text: str, code: str) -> str:
+        return f"{code}{text}{_RESET}" if self.colour else text
+
+    def state(self, state: ProviderState) -> str:
+        return self.paint(state.name, _STATE_COLOURS.get(state, ""))
+
+    def check(self, ok: bool, claim: str) -> None:
+        if not ok:
+            self.problems.append(claim)
+            self.line(self.paint(f"   !! expected {claim}", _RED))
+
+
+class _Records(logging.Handler):
+    """Collects the library's warnings so the demo can count them instead of interleaving them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _config(tenant: str, idp: LocalIdentityProvider, **changes: Any) -> ProviderConfig:
+    return ProviderConfig(tenant=tenant, provider=_PROVIDER, jwks_url=idp.jwks_url, require_https=False, **changes)
+
+
+def _requests(count: int) -> str:
+    return f"{count:,} upstream request{'' if count == 1 else 's'}"
+
+
+async def run_demo(stream: TextIO, *, quick: bool = False, backend: str = "asyncio") -> list[str]:
+    """Run the tour and print it to ``stream``; returns the claims that were not borne out (none, normally)."""
+    out = _Out(stream)
+    started = time.perf_counter()
+    async with AsyncExitStack() as stack:
+        idps = {
+            tenant: await stack.enter_async_context(LocalIdentityProvider(alg=alg, keys=2)) for tenant, alg in _TENANTS
+        }
+        _intro(out, idps)
+        reg = await stack.enter_async_context(Registry(allow_private_networks=True, require_https=False))
+        await _cold_start(out, reg, idps["acme"])
+        for tenant in ("globex", "initech"):
+            await reg.register(_config(tenant, idps[tenant]))
+            await reg.resolve(tenant, _PROVIDER)
+        await _warm_lookups(out, reg, idps["acme"], quick=quick, backend=backend)
+        await _revalidation(out, reg, idps["globex"])
+        await _rotation(out, reg, idps["acme"])
+        outage = await _outage(out, idps["initech"])
+        _status_table(out, [(s, "real") for s in reg.statuses()] + [(outage, "virtual")])
+    out.line()
+    out.line(f"done in {time.perf_counter() - started:.1f} s on {backend}.")
+    out.line("Next: jwks-cache inspect --issuer https://accounts.google.com   (a real IdP, default policy)")
+    return out.problems
+
+
+def _intro(out: _Out, idps: dict[str, LocalIdentityProvider]) -> None:
+    out.line(out.paint("jwks-cache demo", _BOLD) + ": three tenants, each with its own identity provider.")
+    out.line("Everything runs on this machine: the IdPs are LocalIdentityProvider servers on 127.0.0.1.")
+    out.line()
+    for tenant, alg in _TENANTS:
+        out.row(f"IdP of {tenant}", f"{idps[tenant].jwks_url}   {alg}, keys {', '.join(idps[tenant].kids)}")
+    out.row("Registry", "Registry(allow_private_networks=True, require_https=False)")
+    out.row("", "both only because these IdPs are plain HTTP on loopback; keep the defaults in production")
+    out.row("registrations", "reg.register(ProviderConfig(tenant=..., provider='idp', jwks_url=...)) per tenant")
+
+
+async def _cold_start(out: _Out, reg: Registry, idp: LocalIdentityProvider) -> None:
+    out.heading(f"1. Cold start: {_CALLERS:,} concurrent get_key() calls before any key is cached (acme)")
+    await reg.register(_config("acme", idp))
+    kid = idp.kids[0]
+    got: list[str] = []
+    errors: list[JwksCacheError] = []
+
+    async def caller() -> None:
+        try:
+            got.append((await reg.get_key("acme", _PROVIDER, kid)).kid)
+        except JwksCacheError as exc:  # one line for the user, not a group of a thousand
+            errors.append(exc)
+
+    began = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(_CALLERS):
+            tg.start_soon(caller)
+    elapsed_ms = (time.perf_counter() - began) * 1000
+    if errors:
+        raise errors[0]
+    out.row("callers", f"{len(got):,} got key {kid!r} in {elapsed_ms:.0f} ms")
+    out.row("upstream", f"{_requests(idp.request_count)} (idp.request_count): one shared fetch")
+    out.check(idp.request_count == 1 and got == [kid] * _CALLERS, "1 upstream request for every caller")
+
+
+def _ns_per_call(loop: Callable[[int], None]) -> float:
+    # Benchmark timing, not cache logic: perf_counter is the right clock and outside the Clock seam.
+    began = time.perf_counter_ns()
+    loop(_LOOKUPS)
+    return (time.perf_counter_ns() - began) / _LOOKUPS
+
+
+async def _warm_lookups(out: _Out, reg: Registry, idp: LocalIdentityProvider, *, quick: bool, backend: str) -> None:
+    out.heading(f"2. Warm lookups: {_LOOKUPS:,} calls each, keys cached (acme, {backend})")
+    if quick:
+        out.row("timing", "skipped (--quick)")
+        return
+    kid = idp.kids[0]
+    plain = {kid: reg.get_key_nowait("acme", _PROVIDER, kid)}
+    nowait = reg.get_key_nowait
+
+    def dict_loop(n: int) -> None:
+        for _ in range(n):
+            plain[kid]
+
+    def nowait_loop(n: int) -> None:
+        for _ in range(n):
+            nowait("acme", _PROVIDER, kid)
+
+    get_key = reg.get_key
+    began = time.perf_counter_ns()
+    for _ in range(_LOOKUPS):
+        await get_key("acme", _PROVIDER, kid)
+    awaited = (time.perf_counter_ns() - began) / _LOOKUPS
+    before = idp.request_count
+    rows = [
+        ["plain dict lookup", f"{_ns_per_call(dict_loop):,.0f}"],
+        ["reg.get_key_nowait()", f"{_ns_per_call(nowait_loop):,.0f}"],
+        ["await reg.get_key()", f"{awaited:,.0f}"],
+    ]
+    for line in format_table(["", "ns/call"], rows, right=frozenset({1})):
+        out.line(f"   {line}")
+    out.row("upstream", f"{_requests(idp.request_count - before)} during the loops (no lock, no I/O)")
+
+
+async def _revalidation(out: _Out, reg: Registry, idp: LocalIdentityProvider) -> None:
+    out.heading("3. Revalidation: await reg.refresh('globex', 'idp') on an unchanged key set")
+    provider = reg._providers[("globex", _PROVIDER)]  # read-only: the 304 counter is not in ProviderStatus
+    table_before = provider.published.table if provider.published is not None else None
+    not_modified_before = provider.not_modified
+    await reg.refresh("globex", _PROVIDER)
+    etag = idp.requests[-1].headers.get("if-none-match")
+    answered_304 = provider.not_modified == not_modified_before + 1
+    status = reg.status("globex", _PROVIDER)
+    out.row("request", f"GET /jwks with If-None-Match: {etag}" if etag else "GET /jwks without If-None-Match")
+    out.row("IdP answered", "304 Not Modified: keys kept, freshness extended" if answered_304 else "200 (a full body)")
+    out.row("state", f"{out.state(status.state)}, same keys: {', '.join(status.key_ids)}")
+    out.row("upstream", f"{_requests(idp.request_count)} in all (first fetch + revalidation)")
+    same = provider.published is not None and provider.published.table is table_before
+    out.check(etag is not None and answered_304 and same and status.state is ProviderState.READY, "a 304")
+
+
+async def _rotation(out: _Out, reg: Registry, idp: LocalIdentityProvider) -> None:
+    out.heading("4. Key rotation: acme's IdP publishes a new key and signs a token with it")
+    before = idp.request_count
+    retired, new = idp.kids[0], idp.rotate()
+    now = SystemClock().time()
+    token = idp.mint({"sub": "alice", "aud": _AUDIENCE, "iat": int(now), "exp": int(now) + 300}, kid=new)
+    claims = await reg.verify(token, tenant="acme", provider=_PROVIDER, audience=_AUDIENCE)
+    extra = idp.request_count - before
+    unconditional = "if-none-match" not in idp.requests[-1].headers
+    out.row("IdP", f"rotate(): publishes {new!r}, retires {retired!r}")
+    out.row("reg.verify()", f"ok: sub={claims['sub']!r}, signed with {new!r}")
+    out.row("upstream", f"+{_requests(extra)}: the unknown kid triggered one unconditional refresh")
+    out.row("keys now", ", ".join(reg.status("acme", _PROVIDER).key_ids))
+    out.check(extra == 1 and unconditional, "+1 unconditional upstream request for the new kid")
+
+
+async def _outage(out: _Out, idp: LocalIdentityProvider) -> ProviderStatus:
+    out.heading("5. Outage: initech's IdP answers 503, watched by a Registry(clock=VirtualClock())")
+    out.line("   (virtual time jumps past expiry at once; the HTTP requests are still real)")
+    clock = VirtualClock()
+    idp.cache_control = "max-age=60"
+    logs = _Records()
+    logger = logging.getLogger("jwks_cache")
+    logger.addHandler(logs)
+    try:
+        return await _outage_steps(out, idp, clock, logs)
+    finally:
+        logger.removeHandler(logs)
+
+
+async def _outage_steps(out: _Out, idp: LocalIdentityProvider, clock: VirtualClock, logs: _Records) -> ProviderStatus:
+    async with Registry(allow_private_networks=True, require_https=False, clock=clock) as reg:
+        await reg.register(_config("initech", idp, stale_while_error=60.0, prefetch_jitter=0.0, retry=_NO_RETRY))
+        kid = idp.kids[0]
+        await reg.get_key("initech", _PROVIDER, kid)
+        out.row("t=0", "keys fetched: max-age=60, stale_while_error=60")
+        idp.fail(503)
+        await clock.advance(61.0)
+        stale = reg.status("initech", _PROVIDER)
+        served = (await reg.get_key("initech", _PROVIDER, kid)).kid
+        out.row(
+            "t=61 s, IdP down", f"{out.state(stale.state)}: get_key({kid!r}) still answers {served!r} (last good set)"
+        )
+        out.row("", f"last error: {stale.last_error}")
+        out.row("", f"{len(logs.records)} failed refreshes so far, each a WARNING on the 'jwks_cache' logger")
+        await clock.advance(60.0)
+        try:
+            await reg.get_key("initech", _PROVIDER, kid)
+        except FetchError:
+            closed = True
+        else:
+            closed = False
+        failed = reg.status("initech", _PROVIDER)
+        out.row("t=121 s", f"{out.state(failed.state)}: get_key() raises FetchError (fails closed, no stale keys)")
+        idp.recover()
+        await clock.advance(20.0)  # failure backoff is capped at min_ttl / 2
+        final = reg.status("initech", _PROVIDER)
+        out.row("t=141 s, IdP back", f"{out.state(final.state)} again after the next retry")
+    out.check(
+        stale.state is ProviderState.STALE
+        and closed
+        and failed.state is ProviderState.FAILED
+        and final.state is ProviderState.READY,
+        "STALE, then FAILED after stale_while_error, then READY",
+    )
+    return final
+
+
+def _status_table(out: _Out, statuses: list[tuple[ProviderStatus, str]]) -> None:
+    out.heading("6. reg.statuses()")
+    headers = ["tenant", "provider", "state", "keys", "hits", "misses", "stale", "refreshes", "errors", "clock"]
+    rows = [
+        [
+            s.tenant,
+            s.provider,
+            s.state.name,
+            str(len(s.key_ids)),
+            f"{s.hits:,}",
+            f"{s.misses:,}",
+            f"{s.stale_serves:,}",
+            f"{s.refreshes:,}",
+            f"{s.refresh_errors:,}",
+            clock,
+        ]
+        for s, clock in statuses
+    ]
+    for line in format_table(headers, rows, right=frozenset(range(3, 9))):
+        out.line(f"   {line}")

@@ -1,0 +1,223 @@
+"""The ``jwks-cache`` command: exit codes, one-line errors, and inspect/verify against a loopback IdP.
+
+``main()`` calls ``anyio.run`` itself, so async tests run it in a worker thread while the test's own
+event loop serves the LocalIdentityProvider.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import msgspec
+import pytest
+
+from jwks_cache._cli import InspectReport, format_table, main
+from jwks_cache.testing import LocalIdentityProvider
+
+LOOPBACK = ["--allow-http", "--allow-private-networks"]
+
+
+async def _run(*argv: str) -> int:
+    with anyio.fail_after(30):
+        return await anyio.to_thread.run_sync(main, list(argv))
+
+
+def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("jwks-cache: error: ")
+    return lines[0]
+
+
+# -- usage -----------------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "inspect", "verify", "serve"):
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["inspect"],
+        ["inspect", "https://a.example/jwks", "--issuer", "https://a.example"],
+        ["verify", "tok"],
+        ["--backend", "curio", "demo"],
+        ["inspect", "https://a.example/jwks", "--max-ttl", "soon"],
+    ],
+)
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_serve_is_not_yet_available(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve"]) == 2
+    assert "not yet available" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["inspect", "http://127.0.0.1:9/jwks"], "--allow-http"),
+        (["inspect", "http://127.0.0.1:9/jwks", "--allow-http"], "--allow-private-networks"),
+        (["verify", "a.b.c", "--jwks-url", "http://127.0.0.1:9/jwks", "--allow-http"], "--allow-private-networks"),
+    ],
+)
+def test_a_refused_url_names_the_flag_that_allows_it(
+    argv: list[str], hint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    assert hint in _one_error_line(capsys)
+
+
+def test_format_table_aligns_text_left_and_numbers_right() -> None:
+    lines = format_table(["name", "n"], [["a", "1"], ["long name", "1,000"]], right=frozenset({1}))
+    assert lines == ["name           n", "a              1", "long name  1,000"]
+
+
+# -- demo ------------------------------------------------------------------------------------------
+
+DEMO_LINES = (
+    "1 upstream request (idp.request_count)",
+    "304 Not Modified",
+    "+1 upstream request",
+    "STALE: get_key(",
+    "FAILED: get_key() raises FetchError",
+    "allow_private_networks=True, require_https=False",
+)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_quick_demo_in_process_shows_every_step(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--backend", backend, "demo", "--quick"]) == 0
+    captured = capsys.readouterr()
+    for line in DEMO_LINES:
+        assert line in captured.out
+    assert "skipped (--quick)" in captured.out
+    assert captured.err == ""
+
+
+def test_demo_runs_as_a_module_in_a_subprocess() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "jwks_cache", "demo", "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for line in DEMO_LINES:
+        assert line in done.stdout
+    assert "\x1b[" not in done.stdout  # not a terminal: no colour codes
+    assert done.stderr == ""
+
+
+# -- inspect ---------------------------------------------------------------------------------------
+
+
+def _mixed_jwks(idp: LocalIdentityProvider) -> bytes:
+    good = list(idp.jwks["keys"])
+    encryption = {**good[1], "kid": "enc-1", "use": "enc"}
+    symmetric = {"kty": "oct", "kid": "shared-secret", "k": "c2VjcmV0c2VjcmV0", "alg": "HS256"}
+    return json.dumps({"keys": [good[0], symmetric, encryption]}).encode()
+
+
+async def test_inspect_shows_served_and_skipped_keys_with_reasons(
+    anyio_backend_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with LocalIdentityProvider(keys=2) as idp:
+        idp.set_body(_mixed_jwks(idp))
+        assert await _run("--backend", anyio_backend_name, "inspect", idp.jwks_url, *LOOPBACK) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("  ") and len(line.split()) > 1}
+    assert "served" in rows["key-1"] and "2048 bits" in rows["key-1"] and "RS256" in rows["key-1"]
+    assert "skipped:" in rows["shared-secret"] and "oct" in rows["shared-secret"]
+    assert "skipped:" in rows["enc-1"] and " enc " in rows["enc-1"]
+    assert "keys: 1 served, 2 skipped" in out
+    assert "300 s" in out and "ETag" in out
+
+
+async def test_inspect_json_via_discovery(anyio_backend_name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    async with LocalIdentityProvider(keys=2, alg="ES256") as idp:
+        idp.cache_control = "max-age=999999"
+        argv = ["--backend", anyio_backend_name, "inspect", "--issuer", idp.issuer, "--json", "--max-ttl", "3600"]
+        assert await _run(*argv, *LOOPBACK) == 0
+        kids = idp.kids
+    report = msgspec.json.decode(capsys.readouterr().out, type=InspectReport)
+    assert report.jwks_url.endswith("/jwks") and report.issuer is not None
+    assert [(k.kid, k.kty, k.size, k.served) for k in report.keys] == [(kid, "EC", "P-256", True) for kid in kids]
+    assert report.ttl == 3600.0  # clamped by --max-ttl
+    assert report.etag is not None and report.last_modified is not None
+
+
+async def test_inspect_fetch_failure_is_one_line_and_exit_1(
+    anyio_backend_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with LocalIdentityProvider() as idp:
+        idp.fail(404)
+        assert await _run("--backend", anyio_backend_name, "inspect", idp.jwks_url, *LOOPBACK) == 1
+    assert "404" in _one_error_line(capsys)
+
+
+# -- verify ----------------------------------------------------------------------------------------
+
+
+def _claims(**extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    return {"sub": "alice", "aud": "api", "iat": now, "exp": now + 300, **extra}
+
+
+async def test_verify_prints_the_claims_as_json(anyio_backend_name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    async with LocalIdentityProvider() as idp:
+        claims = _claims()
+        token = idp.mint(claims)
+        argv = ["--backend", anyio_backend_name, "verify", token, "--issuer", idp.issuer, "--audience", "api"]
+        assert await _run(*argv, *LOOPBACK) == 0
+        assert json.loads(capsys.readouterr().out) == {"iss": idp.issuer, **claims}
+
+
+async def test_verify_reads_the_token_from_stdin(
+    anyio_backend_name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with LocalIdentityProvider() as idp:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(idp.mint(_claims()) + "\n"))
+        argv = ["--backend", anyio_backend_name, "verify", "-", "--jwks-url", idp.jwks_url, "--audience", "api"]
+        assert await _run(*argv, *LOOPBACK) == 0
+        assert json.loads(capsys.readouterr().out)["sub"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("mint", "reason"),
+    [
+        (lambda idp: idp.mint(_claims(exp=int(time.time()) - 3600)), "expired"),
+        (lambda idp: idp.mint(_claims(iss="https://evil.example")), "issuer_mismatch"),
+        (lambda idp: idp.mint(_claims(aud="other")), "audience_mismatch"),
+        (lambda idp: idp.mint(_claims())[:-6] + "AAAAAA", "bad_signature"),
+        (lambda idp: idp.mint(_claims(), headers={"kid": "ghost"}), "unknown_kid"),
+        (lambda idp: "not-a-token", "malformed"),
+    ],
+)
+async def test_verify_failure_is_one_line_with_its_reason_and_exit_1(
+    mint: Any, reason: str, anyio_backend_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with LocalIdentityProvider() as idp:
+        argv = ["--backend", anyio_backend_name, "verify", mint(idp), "--issuer", idp.issuer, "--audience", "api"]
+        assert await _run(*argv, *LOOPBACK) == 1
+    line = _one_error_line(capsys)
+    assert line.startswith(f"jwks-cache: error: {reason}: ")
+    assert "alice" not in line  # no claims in errors
+    assert capsys.readouterr().out == ""
