@@ -17,7 +17,6 @@ import copy
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, Final
 
 import msgspec
@@ -111,7 +110,9 @@ class KeyTable:
     ) -> None:
         self.entries: tuple[KeyEntry, ...] = tuple(entries)
         self.skipped: tuple[SkippedKey, ...] = tuple(skipped)
-        self.by_kid: Mapping[str, KeyEntry] = MappingProxyType({e.kid: e for e in self.entries if e.kid is not None})
+        # a plain dict, not a MappingProxyType: the warm lookup path reads it on every call and the
+        # proxy doubles that cost; the table is never handed out, so nobody can mutate it
+        self.by_kid: dict[str, KeyEntry] = {e.kid: e for e in self.entries if e.kid is not None}
         self.key_ids: tuple[str, ...] = tuple(self.by_kid)
         self._public = tuple(public)
         self._key_set = key_set

@@ -81,6 +81,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._http_client = http_client
         self._store = store
         self._clock: Clock = clock or SystemClock()
+        self._monotonic = self._clock.monotonic  # bound once: read on every warm lookup
         self._rng = rng or random.Random()
         self._state = _State.UNOPENED
         self._providers: dict[tuple[str, str], Provider] = {}
@@ -296,7 +297,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         if found is None:
             raise self._gone_error(tenant, provider)
         pub = found.published
-        if pub is not None and alg is None and self._clock.monotonic() < pub.expires_at:
+        if pub is not None and alg is None and self._monotonic() < pub.expires_at:
             entry = pub.table.by_kid.get(kid)
             if entry is not None:
                 found.hits += 1
@@ -316,7 +317,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         found = self._providers.get((tenant, provider))
         if found is not None:
             pub = found.published
-            if pub is not None and self._clock.monotonic() < pub.expires_at:
+            if pub is not None and self._monotonic() < pub.expires_at:
                 entry = pub.table.by_kid.get(kid)
                 if entry is not None and (alg is None or key_fits_alg(entry, alg)):
                     found.hits += 1
