@@ -20,6 +20,7 @@ from ._persistence import Persistence
 from ._published import Published
 from ._refresh import Refresher
 from ._schedule import KidCooldown, failure_delay, refresh_delay
+from ._telemetry import log_refresh_failed, log_stale_ended, log_stale_started
 
 __all__ = ["Provider"]
 
@@ -90,6 +91,7 @@ class Provider:
         self.refresh_errors = 0
         self.not_modified = 0
         self.unknown_kid_rejections = 0
+        self._stale_logged: Published | None = None  # the set whose stale serving was logged
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -184,6 +186,9 @@ class Provider:
         self.published = published
         self.refreshes += 1
         self.error_count = 0
+        if self._stale_logged is not None:
+            self._stale_logged = None
+            log_stale_ended(self.config, reason="refreshed")
         if previous is not None and published.table is previous.table:
             self.not_modified += 1
         else:
@@ -214,7 +219,7 @@ class Provider:
         self.last_error = exc
         now = self._clock.monotonic()
         self.last_failure_at = now
-        log.warning("jwks-cache %s/%s: refresh failed: %s", self.config.tenant, self.config.provider, exc)
+        log_refresh_failed(self.config, exc)
         self._reschedule(now + failure_delay(self.error_count, min_ttl=self.config.min_ttl, rng=self._rng))
 
     async def wait(self, flight: _Flight) -> None:
@@ -239,7 +244,7 @@ class Provider:
                 if entry is not None:
                     self.hits += 1
                     if now >= pub.expires_at:
-                        self.stale_serves += 1
+                        self._served_stale(pub, now)
                     return entry.jwk
         self.misses += 1
         raise KeyNotFoundError(f"{self._name}: kid {kid!r} is not cached")
@@ -250,10 +255,13 @@ class Provider:
         now = self._clock.monotonic()
         if pub is not None and now < pub.stale_until:
             if now >= pub.expires_at:
-                self.stale_serves += 1
+                self._served_stale(pub, now)
             return pub.table
         if self.last_error is not None:
             if pub is not None:  # past the stale window and refreshes fail: fail closed, the loop retries
+                if self._stale_logged is not None:
+                    self._stale_logged = None
+                    log_stale_ended(self.config, reason="window over")
                 raise FetchError(
                     f"{self._name}: keys unavailable (stale window over): {self.last_error}",
                     url=self.refresher.jwks_url,
@@ -265,6 +273,12 @@ class Provider:
         if pub is not None and self._clock.monotonic() < pub.stale_until:
             return pub.table
         raise FetchError(f"{self._name}: keys unavailable", url=self.refresher.jwks_url)
+
+    def _served_stale(self, pub: Published, now: float) -> None:
+        self.stale_serves += 1
+        if self._stale_logged is not pub:  # one line per stale episode, not one per lookup
+            self._stale_logged = pub
+            log_stale_started(self.config, expired_for=now - pub.expires_at, error=self.last_error)
 
     async def get_key(self, kid: str, alg: str | None) -> Any:
         entry = _pick(await self.table(), kid, alg)

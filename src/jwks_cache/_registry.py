@@ -29,6 +29,7 @@ from ._refresh import Refresher
 from ._security import HopPolicy, check_url, host_allowed
 from ._status import provider_status
 from ._stores import SharedStore, SnapshotStore
+from ._telemetry import MeterProvider, Telemetry, TracerProvider
 
 __all__ = ["Registry"]
 
@@ -72,6 +73,8 @@ class Registry(anyio.AsyncContextManagerMixin):
         store: SnapshotStore | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        meter_provider: MeterProvider | None = None,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self._require_https = require_https
         self._allowed_domains = tuple(allowed_domains)
@@ -87,6 +90,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._providers: dict[tuple[str, str], Provider] = {}
         self._tg: TaskGroup | None = None
         self._fetcher: Fetcher | None = None
+        self._telemetry = Telemetry(meter_provider=meter_provider, tracer_provider=tracer_provider)
         self._persistence: Persistence | None = None
         self._restored: dict[tuple[str, str], Snapshot] = {}
 
@@ -99,7 +103,8 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._state = _State.OPEN
         own_client = self._http_client is None
         client = self._http_client or httpx.AsyncClient(trust_env=False)
-        self._fetcher = fetcher = Fetcher(client, self._clock)
+        self._fetcher = fetcher = Fetcher(client, self._clock, telemetry=self._telemetry)
+        self._telemetry.attach(self._providers.values, self._clock)
         attach = getattr(self._clock, "attach_io_probe", None)
         if attach is not None:
             attach(fetcher.busy)
@@ -116,6 +121,7 @@ class Registry(anyio.AsyncContextManagerMixin):
                         with anyio.move_on_after(_EXIT_FLUSH_TIMEOUT, shield=True):
                             await self._persistence.flush()
         finally:
+            self._telemetry.detach()
             self._providers.clear()
             self._tg = None
             detach = getattr(self._clock, "detach_io_probe", None)
