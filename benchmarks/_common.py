@@ -130,7 +130,7 @@ def _cpu_model() -> str:
 def machine_info() -> dict[str, Any]:
     import importlib.metadata as metadata
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("jwks-cache", "anyio", "trio", "httpx", "joserfc", "cryptography", "PyJWT", "msgspec", "coredis"):
         try:
             versions[dist] = metadata.version(dist)

@@ -3,13 +3,15 @@
 All 20 registries live in one process and event loop (each with its own RedisStore client, as 20
 pods would have), register the same provider and look its key up at once: that is the cold-start
 period. The full run then waits one real refresh period (TTL 30 s, refresh_early 5 s) and counts
-the fetches of that period too. The comparison is the same fleet with ``shared=False``.
+the fetches of that period too. The comparisons are the same fleet with ``shared=False`` (instances still restore each other's
+snapshots at registration, but refresh on their own) and with no store at all. All three fleets run
+at once, each against its own identity provider, so the full run waits one real period, not three.
 """
 
 from __future__ import annotations
 
 import time
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
 import anyio
@@ -21,6 +23,7 @@ NAME = "fleet"
 _INSTANCES = 20
 _TTL = 30.0
 _SHARED_LIMIT = 2
+_MODES = ("shared", "shared=False", "no store")
 
 
 def _store_class() -> Any:
@@ -33,15 +36,16 @@ def _store_class() -> Any:
     return RedisStore
 
 
-async def _fleet(store_class: Any, redis_url: str, jwks_url: str, kid: str, shared: bool, period: bool, counter: Any) -> dict[str, Any]:
-    namespace = f"bench-fleet-{'shared' if shared else 'local'}-{time.monotonic_ns()}"
-    cfg = config(jwks_url, refresh_early=5.0, prefetch_jitter=1.0)
+async def _fleet(store_class: Any, redis_url: str, mode: str, idp: Any, period: bool) -> dict[str, Any]:
+    namespace = f"bench-fleet-{mode}-{time.monotonic_ns()}".replace("=", "-").replace(" ", "-")
+    cfg = config(idp.jwks_url, refresh_early=5.0, prefetch_jitter=1.0)
+    kid = idp.kids[0]
     async with AsyncExitStack() as stack:
         registries = []
         for _ in range(_INSTANCES):
-            store = store_class(redis_url, namespace=namespace, shared=shared)
+            store = None if mode == "no store" else store_class(redis_url, namespace=namespace, shared=mode == "shared")
             registries.append(await stack.enter_async_context(loopback_registry(store=store)))
-        before = counter()
+        before = idp.request_count
         began = time.perf_counter()
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
@@ -49,14 +53,29 @@ async def _fleet(store_class: Any, redis_url: str, jwks_url: str, kid: str, shar
                     await reg.register(cfg)
                 for reg in registries:
                     tg.start_soon(reg.get_key, TENANT, PROVIDER, kid)
-        cold = counter() - before
-        figures: dict[str, Any] = {"cold_fetches": cold, "cold_seconds": time.perf_counter() - began}
+        figures: dict[str, Any] = {
+            "cold_fetches": idp.request_count - before,
+            "cold_seconds": time.perf_counter() - began,
+        }
         if period:
-            before = counter()
+            before = idp.request_count
             await anyio.sleep(_TTL + 2.0)  # real time: leases and Redis TTLs run on the real clock
-            figures["period_fetches"] = counter() - before
+            figures["period_fetches"] = idp.request_count - before
             figures["all_serving"] = all(reg.get_key_nowait(TENANT, PROVIDER, kid) for reg in registries)
     return figures
+
+
+async def _all_modes(store_class: Any, redis_url: str, idps: dict[str, Any], period: bool) -> dict[str, Any]:
+    """Every mode at once, each against its own identity provider, so one real period serves all."""
+    runs: dict[str, Any] = {}
+
+    async def one(mode: str) -> None:
+        runs[mode] = await _fleet(store_class, redis_url, mode, idps[mode], period)
+
+    async with anyio.create_task_group() as tg:
+        for mode in idps:
+            tg.start_soon(one, mode)
+    return runs
 
 
 def run(quick: bool) -> CaseResult:
@@ -65,38 +84,34 @@ def run(quick: bool) -> CaseResult:
     if store_class is None:
         result.skip("-", "SKIP (not available yet: RedisStore with fleet primitives)")
         return result
-    with redis_server() as redis_url:
+    with ExitStack() as stack:
+        redis_url = stack.enter_context(redis_server())
         if redis_url is None:
             result.skip("-", "SKIP (redis-server not found)")
             return result
-        with idp_in_thread(keys=2) as (idp, _portal):
+        idps = {mode: stack.enter_context(idp_in_thread(keys=1))[0] for mode in _MODES}
+        for idp in idps.values():
             idp.cache_control = f"max-age={_TTL:g}"
-
-            def counter() -> int:
-                return idp.request_count
-
-            for backend in BACKENDS:
-                runs = {
-                    mode: anyio.run(
-                        _fleet, store_class, redis_url, idp.jwks_url, idp.kids[0], mode == "shared", not quick, counter,
-                        backend=backend,
-                    )
-                    for mode in ("shared", "local")
-                }
-                result.raw[backend] = runs
-                _rows(result, backend, runs)
+        for backend in BACKENDS:
+            runs = anyio.run(_all_modes, store_class, redis_url, idps, not quick, backend=backend)
+            result.raw[backend] = runs
+            _rows(result, backend, runs)
     return result
 
 
 def _rows(result: CaseResult, backend: str, runs: dict[str, dict[str, Any]]) -> None:
-    shared, local = runs["shared"], runs["local"]
-    periods = [("cold start", "cold_fetches")] + ([("refresh period", "period_fetches")] if "period_fetches" in shared else [])
+    shared = runs["shared"]
+    periods = [("cold start", "cold_fetches")] + (
+        [("refresh period", "period_fetches")] if "period_fetches" in shared else []
+    )
     if shared["cold_fetches"] >= _INSTANCES:
         result.skip(backend, "SKIP (not available yet: shared mode fetched once per instance)")
         return
     for label, field in periods:
-        ours, alone = shared[field], local[field]
-        result.add(Row(NAME, backend, f"{label}: fetches without shared mode", alone, "fetches"))
+        ours, alone = shared[field], runs["shared=False"][field]
+        result.add(Row(NAME, backend, f"{label}: fetches, shared=False", alone, "fetches"))
+        if field in runs["no store"]:
+            result.add(Row(NAME, backend, f"{label}: fetches, no store", runs["no store"][field], "fetches"))
         result.add(
             Row(
                 NAME,

@@ -71,6 +71,7 @@ def _floor(token: str, key: Any) -> Callable[[], None]:
 def _peers(token: str, jwk: dict[str, Any], alg: str, issuer: str) -> dict[str, Callable[[], object]]:
     jose_key = JWKRegistry.import_key(jwk)
     crypto_key = jose_key.public_key
+    assert isinstance(crypto_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey)
     claims_registry = jose_jwt.JWTClaimsRegistry(
         iss={"essential": True, "value": issuer}, aud={"essential": True, "value": _AUDIENCE}
     )
@@ -98,7 +99,9 @@ async def _measure(url: str, token: str, jwk: dict[str, Any], alg: str, calls: i
             peer()  # each must accept the token before it is timed
 
         async def ours(n: int) -> int:
-            return await time_async(lambda: reg.verify(token, tenant=t, provider=p, audience=_AUDIENCE, issuer=issuer), n)
+            return await time_async(
+                lambda: reg.verify(token, tenant=t, provider=p, audience=_AUDIENCE, issuer=issuer), n
+            )
 
         def sync_batch(fn: Callable[[], object]) -> Callable[[int], Any]:
             async def batch(n: int) -> int:
