@@ -23,6 +23,7 @@ from ._errors import FetchError, ResponseTooLargeError, SecurityError
 from ._schedule import retry_after_delay
 from ._security import HopPolicy, check_address, check_content_type, check_pin, check_url, resolve_redirect
 from ._telemetry import Telemetry
+from ._transport import GuardedTransport, hop_policy
 
 __all__ = ["FetchResult", "Fetcher", "Headers"]
 
@@ -48,6 +49,9 @@ class Fetcher:
 
     def __init__(self, client: httpx.AsyncClient, clock: Clock, *, telemetry: Telemetry | None = None) -> None:
         self._client = client
+        # our own transport judges addresses and pins before sending; a caller's client gets the
+        # DNS pre-check here and the post-response checks only
+        self._guarded = isinstance(getattr(client, "_transport", None), GuardedTransport)
         self._clock = clock
         self.telemetry = telemetry or Telemetry()  # the Registry passes its own; refreshers share it
         self.in_flight = 0  # read by VirtualClock.settle so tests never jump time mid-request
@@ -92,7 +96,7 @@ class Fetcher:
     ) -> FetchResult:
         for _hop in range(max_redirects + 1):
             host = check_url(url, policy)
-            if not policy.allow_private_networks:
+            if not policy.allow_private_networks and not self._guarded:
                 await _check_resolved(host, url, policy)
             request = self._client.build_request(
                 "GET",
@@ -106,7 +110,8 @@ class Fetcher:
                 timeout=httpx.Timeout(request_timeout),
             )
             try:
-                response = await self._client.send(request, stream=True, follow_redirects=False)
+                with hop_policy(policy, url):
+                    response = await self._client.send(request, stream=True, follow_redirects=False)
             except httpx.HTTPError as exc:
                 raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}", url=url, transient=True) from exc
             try:

@@ -30,6 +30,7 @@ from ._security import HopPolicy, check_url, host_allowed
 from ._status import provider_status
 from ._stores import SharedStore, SnapshotStore
 from ._telemetry import MeterProvider, Telemetry, TracerProvider
+from ._transport import guarded_client
 
 __all__ = ["Registry"]
 
@@ -102,7 +103,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             raise RegistryClosedError("a Registry can be entered once; make a new one")
         self._state = _State.OPEN
         own_client = self._http_client is None
-        client = self._http_client or httpx.AsyncClient(trust_env=False)
+        client = self._http_client or guarded_client()
         self._fetcher = fetcher = Fetcher(client, self._clock, telemetry=self._telemetry)
         self._telemetry.attach(self._providers.values, self._clock)
         attach = getattr(self._clock, "attach_io_probe", None)

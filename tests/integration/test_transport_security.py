@@ -24,6 +24,7 @@ from jwks_cache import (
     ResponseTooLargeError,
     SecurityError,
 )
+from jwks_cache._transport import guarded_client
 from jwks_cache.testing import LocalIdentityProvider
 
 
@@ -211,3 +212,29 @@ async def test_refused_hop_is_not_retried() -> None:
             with pytest.raises(SecurityError):
                 await reg.refresh(TENANT, PROVIDER)
             assert idp.request_count == 2
+
+
+async def test_registry_transport_refuses_a_wrong_pin_before_sending_the_request() -> None:
+    wrong = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider(tls=True) as idp:
+            client = guarded_client(verify=idp.ssl_context)
+            async with client, Registry(http_client=client, allow_private_networks=True) as reg:
+                await reg.register(config_for(idp, pinned_spki=(wrong,)))
+                with pytest.raises(SecurityError, match="pin"):
+                    await reg.refresh(TENANT, PROVIDER)
+                assert idp.request_count == 0  # refused after the handshake, before a byte of HTTP
+                await reg.register(config_for(idp, pinned_spki=(idp.spki_pin,)))
+                await reg.refresh(TENANT, PROVIDER)
+                assert idp.request_count == 1
+
+
+async def test_registry_transport_connects_only_to_the_address_it_checked() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider(tls=True) as idp:
+            client = guarded_client(verify=idp.ssl_context)
+            async with client, Registry(http_client=client) as reg:
+                await reg.register(config_for(idp, jwks_url=idp.jwks_url.replace("127.0.0.1", "vm")))
+                with pytest.raises(SecurityError, match="127.0.0.1"):
+                    await reg.refresh(TENANT, PROVIDER)
+            assert idp.request_count == 0

@@ -77,3 +77,14 @@ async def test_unresolvable_host_is_a_transient_fetch_error(public_dns: dict[str
         )
     assert info.value.url == "https://nowhere.example.com/jwks"
     assert info.value.transient
+
+
+def test_the_guarded_transport_still_owns_httpx_private_pool_attribute() -> None:
+    """httpx offers no network-backend hook; if ``_pool`` moves, the pre-send checks silently vanish."""
+    import httpcore
+
+    from jwks_cache._transport import GuardedTransport, _GuardedBackend
+
+    transport = GuardedTransport()
+    assert isinstance(transport._pool, httpcore.AsyncConnectionPool)
+    assert isinstance(transport._pool._network_backend, _GuardedBackend)

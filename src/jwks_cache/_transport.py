@@ -1,0 +1,131 @@
+"""The registry's own HTTP transport: the policy judges each connection *before* a byte is sent.
+
+Checking the peer address and the certificate pin when the response arrives (as ``_fetch`` also
+does, for clients callers bring) still lets one request reach a rebound private address or a server
+with the wrong key. Here the network backend resolves the host itself, refuses non-public answers,
+connects to the address it checked (so DNS cannot change between check and connect), and verifies
+the SPKI pin right after the TLS handshake. httpx has no public hook for a network backend, hence
+the one private attribute (``_pool``) this module replaces; a test pins that contract.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import socket
+import ssl
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpcore
+import httpx
+from anyio import getaddrinfo
+
+from ._security import HopPolicy, check_address, check_pin
+
+__all__ = ["GuardedTransport", "guarded_client", "hop_policy"]
+
+#: The policy of the hop being sent, read by the backend when it opens a connection for it.
+_HOP: contextvars.ContextVar[tuple[HopPolicy, str] | None] = contextvars.ContextVar("jwks_cache_hop", default=None)
+
+
+@contextmanager
+def hop_policy(policy: HopPolicy, url: str) -> Iterator[None]:
+    """Make ``policy`` judge any connection opened while sending the request for ``url``."""
+    token = _HOP.set((policy, url))
+    try:
+        yield
+    finally:
+        _HOP.reset(token)
+
+
+class _GuardedStream(httpcore.AsyncNetworkStream):
+    """Delegates I/O; checks the pin once the handshake is done, before the request is written."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self._inner.get_extra_info(info)
+
+    async def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        hop = _HOP.get()
+        if hop is not None and hop[0].pinned_spki:
+            ssl_object = tls.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            try:
+                check_pin(der, hop[0], url=hop[1])
+            except BaseException:
+                await tls.aclose()
+                raise
+        return _GuardedStream(tls)
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves, judges and connects to one checked address."""
+
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        hop = _HOP.get()
+        target = host
+        if hop is not None and not hop[0].allow_private_networks:
+            try:
+                infos = await getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            except OSError as exc:
+                raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+            for info in infos:
+                check_address(str(info[4][0]), hop[0], url=hop[1])
+            target = str(infos[0][4][0])  # connect to what was checked: no second DNS answer
+        stream = await self._inner.connect_tcp(target, port, timeout, local_address, socket_options)
+        return _GuardedStream(stream)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not used by jwks-cache")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport with the guarded network backend underneath."""
+
+    def __init__(self, *, verify: ssl.SSLContext | None = None) -> None:
+        super().__init__(trust_env=False)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=verify or httpx.create_ssl_context(trust_env=False),
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=_GuardedBackend(),
+        )
+
+
+def guarded_client(*, verify: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """The client a Registry makes for itself when the caller brings none (``verify``: for test CAs)."""
+    return httpx.AsyncClient(transport=GuardedTransport(verify=verify), trust_env=False)
