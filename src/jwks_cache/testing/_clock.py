@@ -16,7 +16,19 @@ import anyio.lowlevel
 
 __all__ = ["VirtualClock"]
 
-_SETTLE_SPINS = 200_000  # bound on checkpoints spent waiting for loopback I/O between jumps
+_SETTLE_SPINS = 200_000
+_PRE_SPINS = 8  # scheduler rounds before asking whether every task is blocked  # bound on checkpoints spent waiting for loopback I/O between jumps
+
+
+async def _all_blocked() -> None:
+    """``wait_all_tasks_blocked``, minus most of its cost on asyncio.
+
+    anyio's asyncio version sleeps a real 0.1 s whenever it finds a runnable task; letting the
+    scheduler run a few rounds first means it usually finds none and returns at once.
+    """
+    for _ in range(_PRE_SPINS):
+        await anyio.lowlevel.checkpoint()
+    await anyio.wait_all_tasks_blocked()
 
 
 class VirtualClock:
@@ -77,9 +89,9 @@ class VirtualClock:
     async def settle(self) -> None:
         """Run every task until all are blocked and no HTTP request is in flight."""
         for _ in range(_SETTLE_SPINS):
-            await anyio.wait_all_tasks_blocked()
+            await _all_blocked()
             if not any(probe() for probe in self._io_probes):
-                await anyio.wait_all_tasks_blocked()
+                await _all_blocked()
                 if not any(probe() for probe in self._io_probes):
                     return
             await anyio.lowlevel.checkpoint()
