@@ -12,7 +12,7 @@ known type, curve and size whose declared ``alg`` fits them. Duplicate ``kid`` v
 
 from __future__ import annotations
 
-import base64
+import binascii
 import copy
 import json
 import re
@@ -236,14 +236,28 @@ def b64url_decode(segment: bytes) -> bytes | None:
     """Strict base64url (RFC 7515 §2): no padding, no ``+/=``, no whitespace, canonical final bits.
 
     Non-canonical trailing bits would let two different strings decode to one signature or key,
-    which breaks anything that keys on the token text (replay caches, audit logs).
+    which breaks anything that keys on the token text (replay caches, audit logs). Written with C
+    primitives only (``in``, ``translate``, ``a2b_base64(strict_mode=True)``, one table look-up):
+    it runs three times per verified token.
     """
-    if len(segment) % 4 == 1 or B64URL_CHARS.fullmatch(segment) is None:
+    size = len(segment)
+    if size % 4 == 1 or b"+" in segment or b"/" in segment or b"=" in segment:
         return None
-    raw = base64.urlsafe_b64decode(segment + b"=" * (-len(segment) % 4))
-    if base64.urlsafe_b64encode(raw).rstrip(b"=") != segment:
+    try:
+        raw = binascii.a2b_base64(segment.translate(_URLSAFE_TO_STD) + _PADDING[size % 4], strict_mode=True)
+    except binascii.Error:
         return None
+    if size % 4 and _B64_VALUES[segment[-1]] & _UNUSED_BITS[size % 4]:
+        return None  # the last character carries bits beyond the data: not the canonical encoding
     return raw
+
+
+_URLSAFE_TO_STD: Final = bytes.maketrans(b"-_", b"+/")
+_PADDING: Final = (b"", b"", b"==", b"=")
+_UNUSED_BITS: Final = (0, 0, 0x0F, 0x03)
+_B64_VALUES: Final = bytes(
+    (b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".find(bytes([c])) % 64) for c in range(256)
+)
 
 
 # --- JWKS parsing -------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ import math
 from collections.abc import Collection, Sequence
 from typing import Any, Final
 
+import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ._errors import TokenError
@@ -82,7 +83,13 @@ def _malformed(what: str) -> TokenError:
     return TokenError(f"token is not a valid compact JWS: {what}", reason="malformed")
 
 
-def parse_jws(token: str | bytes, *, max_token_bytes: int = 16384) -> ParsedJws:
+HeaderCache = dict[bytes, tuple[dict[str, Any], str, "str | None"]]
+_HEADER_CACHE_SIZE: Final = 256  # distinct protected headers seen per registry: a few per IdP key
+
+
+def parse_jws(
+    token: str | bytes, *, max_token_bytes: int = 16384, header_cache: HeaderCache | None = None
+) -> ParsedJws:
     """Split a compact JWS and vet its protected header.
 
     Args:
@@ -104,20 +111,46 @@ def parse_jws(token: str | bytes, *, max_token_bytes: int = 16384) -> ParsedJws:
     if token.count(b".") != 2:
         raise _malformed("not three segments")
     header_segment, payload_segment, signature_segment = token.split(b".")
-    header_bytes = b64url_decode(header_segment)
     signature = b64url_decode(signature_segment)
-    if not header_bytes or signature is None or B64URL_CHARS.fullmatch(payload_segment) is None:
+    if signature is None or B64URL_CHARS.fullmatch(payload_segment) is None:
         raise _malformed("bad base64url")
-    try:
-        header = decode_json(header_bytes)
-    except JsonProblem as exc:
-        raise _malformed(f"header {exc.message}") from exc
-    if not isinstance(header, dict):
-        raise _malformed("header is not a JSON object")
-    alg, kid = _vet_header(header)
+    # an IdP signs every token with one of a few identical headers: vet each only once per registry
+    cached = header_cache.get(header_segment) if header_cache is not None else None
+    if cached is None:
+        header_bytes = b64url_decode(header_segment)
+        if not header_bytes:
+            raise _malformed("bad base64url")
+        header = _decode_header(header_bytes)
+        alg, kid = _vet_header(header)
+        if header_cache is not None:
+            if len(header_cache) >= _HEADER_CACHE_SIZE:
+                header_cache.clear()
+            header_cache[header_segment] = (header, alg, kid)
+    else:
+        header, alg, kid = cached
     return ParsedJws(
         header, alg, kid, token[: len(header_segment) + 1 + len(payload_segment)], signature, payload_segment
     )
+
+
+def _decode_header(data: bytes) -> dict[str, Any]:
+    """The protected header, with duplicate member names refused.
+
+    Fast path: a flat header whose text has no more colons than it has members cannot repeat a
+    name, so msgspec alone decides; anything else takes the strict decoder.
+    """
+    try:
+        header = msgspec.json.decode(data)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise _malformed("header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise _malformed("header is not a JSON object")
+    if data.count(b":") > len(header) or not all(isinstance(v, str | bool) for v in header.values()):
+        try:
+            decode_json(data)
+        except JsonProblem as exc:
+            raise _malformed(f"header {exc.message}") from exc
+    return header
 
 
 def _vet_header(header: dict[str, Any]) -> tuple[str, str | None]:
@@ -148,6 +181,18 @@ def check_alg(alg: str, allowed: Collection[str]) -> None:
         raise TokenError("token alg is not allowed", reason="alg_not_allowed")
 
 
+def _rsa_params(alg: str) -> tuple[padding.AsymmetricPadding, hashes.HashAlgorithm]:
+    digest = _HASHES[alg[2:]]()
+    if alg.startswith("RS"):
+        return padding.PKCS1v15(), digest
+    return padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size), digest  # RFC 7518 §3.5
+
+
+# padding and hash objects are immutable descriptors: built once, not per verified token
+_RSA_PARAMS: Final = {f"{p}{n}": _rsa_params(f"{p}{n}") for p in ("RS", "PS") for n in ("256", "384", "512")}
+_ECDSA: Final = {f"ES{n}": ec.ECDSA(_HASHES[n]()) for n in ("256", "384", "512")}
+
+
 def verify_signature(parsed: ParsedJws, entry: KeyEntry) -> bool:
     """Whether ``entry`` verifies the token's signature; False for a key that does not fit its alg."""
     alg = parsed.alg
@@ -156,24 +201,21 @@ def verify_signature(parsed: ParsedJws, entry: KeyEntry) -> bool:
     key = entry.verifier
     data = parsed.signing_input
     signature = parsed.signature
+    kty = entry.kty  # the verifier's type follows from kty (checked when the key was parsed)
     try:
-        if isinstance(key, rsa.RSAPublicKey):
-            digest = _HASHES[alg[2:]]()
-            pad: padding.AsymmetricPadding = (
-                padding.PKCS1v15()
-                if alg.startswith("RS")
-                else padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)  # RFC 7518 §3.5
-            )
-            key.verify(signature, data, pad, digest)
-        elif isinstance(key, ec.EllipticCurvePublicKey):
+        if kty == "RSA":
+            pad, digest = _RSA_PARAMS[alg]
+            key.verify(signature, data, pad, digest)  # type: ignore[attr-defined]
+        elif kty == "EC":
             # JWS carries raw r||s of fixed width (RFC 7518 §3.4); anything else is not a signature
+            assert isinstance(key, ec.EllipticCurvePublicKey)
             size = (key.curve.key_size + 7) // 8
             if len(signature) != 2 * size:
                 return False
             der = encode_dss_signature(int.from_bytes(signature[:size]), int.from_bytes(signature[size:]))
-            key.verify(der, data, ec.ECDSA(_HASHES[alg[2:]]()))
-        elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            key.verify(signature, data)
+            key.verify(der, data, _ECDSA[alg])
+        elif kty == "OKP":
+            key.verify(signature, data)  # type: ignore[attr-defined]
         else:
             return False
     except (InvalidSignature, ValueError):
@@ -231,10 +273,12 @@ def _decode_claims(segment: bytes) -> dict[str, Any]:
     payload = b64url_decode(segment)
     if payload is None:
         raise TokenError("token payload is not base64url", reason="malformed_claims")
+    # RFC 7519 §4 lets a parser keep the lexically last of duplicate claim names, which is what
+    # msgspec does; the token size cap already bounds strings and nesting (msgspec guards recursion)
     try:
-        claims = decode_json(payload, max_depth=_CLAIMS_MAX_DEPTH)
-    except JsonProblem as exc:
-        raise TokenError(f"token payload is not valid JSON: {exc.message}", reason="malformed_claims") from exc
+        claims = msgspec.json.decode(payload)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise TokenError("token payload is not valid JSON", reason="malformed_claims") from exc
     if not isinstance(claims, dict):
         raise TokenError("token payload is not a JSON object", reason="malformed_claims")
     return claims

@@ -20,7 +20,7 @@ from ._config import ProviderConfig
 from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError, TokenError
 from ._fetch import Fetcher
 from ._jose import ALLOWED_DEFAULT, key_fits_alg
-from ._jws import check_alg, check_claims, parse_jws, verify_signature
+from ._jws import HeaderCache, check_alg, check_claims, parse_jws, verify_signature
 from ._models import ProviderStatus, Snapshot
 from ._persistence import Persistence
 from ._provider import Provider
@@ -93,6 +93,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._fetcher: Fetcher | None = None
         self._telemetry = Telemetry(meter_provider=meter_provider, tracer_provider=tracer_provider)
         self._persistence: Persistence | None = None
+        self._header_cache: HeaderCache = {}  # vetted JWS headers by their base64url text
         self._restored: dict[tuple[str, str], Snapshot] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -358,9 +359,19 @@ class Registry(anyio.AsyncContextManagerMixin):
             raise ConfigError(f"leeway must be a finite number >= 0 (got {leeway!r})")
         found = self._provider(tenant, provider)
         cfg = found.config
-        parsed = parse_jws(token)
+        parsed = parse_jws(token, header_cache=self._header_cache)
         check_alg(parsed.alg, cfg.algorithms or ALLOWED_DEFAULT)
-        if not any(verify_signature(parsed, e) for e in await found.candidates(parsed.kid, parsed.alg)):
+        pub = found.published
+        candidates = (
+            pub.table.candidates(parsed.kid, parsed.alg)
+            if pub is not None and self._monotonic() < pub.expires_at
+            else ()
+        )
+        if candidates:
+            found.hits += 1  # warm: no await, as get_key
+        else:
+            candidates = await found.candidates(parsed.kid, parsed.alg)
+        if not any(verify_signature(parsed, e) for e in candidates):
             if parsed.kid is None or not await found.refresh_after_bad_signature():
                 raise TokenError("signature verification failed", reason="bad_signature")
             if not any(verify_signature(parsed, e) for e in await found.candidates(parsed.kid, parsed.alg)):

@@ -393,11 +393,14 @@ def test_missing_claims_fail_only_when_expected() -> None:
     assert reason(token, audience=None) == "issuer_mismatch"
 
 
-@pytest.mark.parametrize(
-    "payload", [b"[]", b"null", b"not json", b'{"sub":"a","sub":"b"}', b'{"a":{"x":1,"x":2}}', b"\xff", b""]
-)
-def test_payload_must_be_one_json_object_without_duplicates(payload: bytes) -> None:
+@pytest.mark.parametrize("payload", [b"[]", b"null", b"not json", b"\xff", b"", b"[" * 5000])
+def test_payload_must_be_one_json_object(payload: bytes) -> None:
     assert reason(signed(payload), audience=None, issuer=None) == "malformed_claims"
+
+
+def test_duplicate_claim_names_keep_the_lexically_last_as_rfc_7519_allows() -> None:
+    """RFC 7519 §4: reject, or keep the lexically last; we keep the last (msgspec), cheaply."""
+    assert verify(signed(b'{"sub":"a","sub":"b"}'), audience=None, issuer=None) == {"sub": "b"}
 
 
 def test_payload_with_bad_base64_is_malformed_claims() -> None:
