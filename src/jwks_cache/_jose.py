@@ -106,7 +106,6 @@ class KeyTable:
         entries: Sequence[KeyEntry],
         skipped: Sequence[SkippedKey],
         public: Sequence[Mapping[str, Any]],
-        key_set: KeySet,
     ) -> None:
         self.entries: tuple[KeyEntry, ...] = tuple(entries)
         self.skipped: tuple[SkippedKey, ...] = tuple(skipped)
@@ -115,7 +114,7 @@ class KeyTable:
         self.by_kid: dict[str, KeyEntry] = {e.kid: e for e in self.entries if e.kid is not None}
         self.key_ids: tuple[str, ...] = tuple(self.by_kid)
         self._public = tuple(public)
-        self._key_set = key_set
+        self._key_set: KeySet | None = None  # built on first resolve(): most tables never need it
         self._by_alg = {
             alg: tuple(e for e in self.entries if key_fits_alg(e, alg))[:_CANDIDATE_CAP] for alg in _ALG_KEYS
         }
@@ -125,11 +124,13 @@ class KeyTable:
         return {"keys": copy.deepcopy(list(self._public))}
 
     def key_set(self) -> KeySet:
-        """A joserfc KeySet of the served keys, for ``Registry.resolve``.
+        """A joserfc KeySet of the served keys, for ``Registry.resolve`` (built once, on first use).
 
         Its key objects are twins of ``entries[i].jwk``: joserfc's ``KeySet`` writes thumbprint
         kids into kid-less keys, which must not leak into ``KeyEntry.jwk``.
         """
+        if self._key_set is None:
+            self._key_set = KeySet([JWKRegistry.import_key(copy.deepcopy(dict(m))) for m in self._public])
         return self._key_set
 
     def candidates(self, kid: str | None, alg: str) -> tuple[KeyEntry, ...]:
@@ -302,21 +303,19 @@ def parse_jwks(body: bytes, *, url: str, max_keys: int = 100) -> KeyTable:
 
     entries: list[KeyEntry] = []
     public: list[dict[str, Any]] = []
-    twins: list[Key] = []
     skipped: list[SkippedKey] = []
     for index, raw in enumerate(keys):
         kid = raw.get("kid") if isinstance(raw, dict) else None
         try:
-            entry, members, twin = _parse_key(raw, kid_counts)
+            entry, members = _parse_key(raw, kid_counts)
         except _Skip as skip:
             skipped.append(SkippedKey(index, kid if isinstance(kid, str) else None, skip.reason))
             continue
         entries.append(entry)
         public.append(members)
-        twins.append(twin)
     if not entries:
         raise InvalidJwksError(f"$.keys: no usable keys ({_summary(skipped)})", url=url)
-    return KeyTable(entries, skipped, public, KeySet(twins))
+    return KeyTable(entries, skipped, public)
 
 
 def _summary(skipped: Sequence[SkippedKey]) -> str:
@@ -332,7 +331,7 @@ def _show(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _parse_key(raw: object, kid_counts: Mapping[str, int]) -> tuple[KeyEntry, dict[str, Any], Key]:
+def _parse_key(raw: object, kid_counts: Mapping[str, int]) -> tuple[KeyEntry, dict[str, Any]]:
     if not isinstance(raw, dict):
         raise _Skip("not a JSON object")
     # members present as JSON null are malformed, not absent
@@ -356,14 +355,13 @@ def _parse_key(raw: object, kid_counts: Mapping[str, int]) -> tuple[KeyEntry, di
     try:
         # each object gets its own copy: users may mutate what get_key/resolve hand out
         jwk = JWKRegistry.import_key(copy.deepcopy(members))
-        twin = JWKRegistry.import_key(copy.deepcopy(members))
         verifier = jwk.public_key
     except (JoseError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise _Skip(f"invalid {kty} key ({type(exc).__name__})") from exc
     if jwk.is_private or not isinstance(verifier, _VERIFIER_TYPES[kty]):
         raise _Skip(f"unexpected {kty} key object")
     entry = KeyEntry(kid, kty, alg, crv, jwk, verifier)
-    return entry, members, twin
+    return entry, members
 
 
 def _check_usage(raw: Mapping[str, Any]) -> None:
