@@ -136,6 +136,7 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
                 "entries must be canonical lowercase hostnames (IDNA A-labels, no trailing dot)",
                 domain,
             )
+        _check(isinstance(self.retry, RetryPolicy), "retry", "must be a RetryPolicy", type(self.retry).__name__)
         self._check_times()
         _check(self.max_response_bytes > 0, "max_response_bytes", "must be > 0", self.max_response_bytes)
         _check(0 <= self.max_redirects <= 10, "max_redirects", "must be in 0..10", self.max_redirects)

@@ -285,7 +285,9 @@ class Provider:
         if entry is not None:
             self.hits += 1
             return entry.jwk
-        return (await self.refresh_for_unknown_kid(kid, alg)).jwk
+        found = await self.refresh_for_unknown_kid(kid, alg)
+        self.hits += 1  # answered after all: a hit, or requests (hits + misses) would undercount
+        return found.jwk
 
     async def refresh_for_unknown_kid(self, kid: str, alg: str | None) -> KeyEntry:
         """At most one refresh per cooldown for kids the set lacks; the rest fail at once."""

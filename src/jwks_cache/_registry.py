@@ -252,6 +252,8 @@ class Registry(anyio.AsyncContextManagerMixin):
             await anyio.lowlevel.checkpoint()
             return False
         old.close()
+        if self._persistence is not None:  # an off-boarded tenant's keys must not come back on restore
+            await self._persistence.delete(tenant, provider)
         await anyio.lowlevel.checkpoint()
         return True
 

@@ -122,3 +122,15 @@ async def test_a_corrupt_store_file_never_breaks_lookups(tmp_path: Path) -> None
                 await reg.register(config_for(idp))
                 assert (await reg.get_key(TENANT, PROVIDER, idp.kids[0])).kid == idp.kids[0]
             assert idp.request_count == 1
+
+
+async def test_unregister_deletes_the_stored_snapshot() -> None:
+    store = MemoryStore()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(store=store) as reg:
+            await reg.register(config_for(idp))
+            await reg.refresh(TENANT, PROVIDER)
+            await reg.persist()
+            assert await store.load(TENANT, PROVIDER) is not None
+            assert await reg.unregister(TENANT, PROVIDER)
+            assert await store.load(TENANT, PROVIDER) is None

@@ -107,6 +107,7 @@ async def test_ttl_comes_from_cache_control_and_is_clamped(cache_control: str | 
     with anyio.fail_after(10):
         async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
             idp.cache_control = cache_control
+            idp.last_modified_enabled = False  # else heuristic freshness (10% of its age) applies
             await reg.register(config_for(idp))
             await reg.refresh(TENANT, PROVIDER)
             status = reg.status(TENANT, PROVIDER)

@@ -90,3 +90,8 @@ def test_issuer_alone_is_enough_and_defaults_match_the_contract() -> None:
 def test_config_round_trips_through_json() -> None:
     cfg = ProviderConfig(**BASE, labels={"team": "auth"}, retry=RetryPolicy(max_retries=1))
     assert msgspec.json.decode(msgspec.json.encode(cfg), type=ProviderConfig) == cfg
+
+
+def test_retry_must_be_a_retry_policy_even_through_the_plain_constructor() -> None:
+    with pytest.raises(ConfigError, match="^retry "):
+        ProviderConfig(**BASE, retry={"max_retries": 1})  # type: ignore[arg-type]
