@@ -2,6 +2,7 @@
 
 Operators fix registrations from these messages, so each refusal carries the JSON Pointer of the
 member at fault, whether msgspec (types, unknown fields) or ``__post_init__`` (rules) refused it.
+The JSON Schema forms of those rules live here too, beside the decoder they describe.
 """
 
 from __future__ import annotations
@@ -13,16 +14,69 @@ from urllib.parse import quote
 import msgspec
 
 from ._asgi_http import FieldError, HttpProblem
-from ._config import ProviderConfig
+from ._config import _MAX_KEYS_CAP, _PROVIDER_RE, _TENANT_RE, ASYMMETRIC_ALGORITHMS, ProviderConfig
 from ._errors import ConfigError
+from ._security import _MAX_URL_CHARS
 
-__all__ = ["decode_registration", "invalid_registration"]
+__all__ = ["REGISTRATION_RULES", "RETRY_RULES", "decode_registration", "invalid_registration"]
 
 _AT_PATH: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _NAMED_FIELD: Final = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
 _PATH_PART: Final = re.compile(r"\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)|\[(?P<index>\d+|\.\.\.)\]")
 _LEADING_FIELD: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _TOP_FIELDS: Final = frozenset(ProviderConfig.__struct_fields__)
+
+
+def _number(**bounds: float) -> dict[str, Any]:
+    return {"type": "number", **bounds}
+
+
+def _integer(**bounds: int) -> dict[str, Any]:
+    return {"type": "integer", **bounds}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# Every rule of ProviderConfig/RetryPolicy (and of the registry's URL check) that one field can state
+# in JSON Schema, so clients and fuzzers see them; each must be implied by the code, never stricter,
+# or a body the schema calls invalid would be accepted. Cross-field rules (max_ttl >= min_ttl,
+# https under require_https, hosts inside allowed_domains, a body tenant equal to the path's) remain
+# 422s only the server can explain.
+_URL: Final = {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", "maxLength": _MAX_URL_CHARS}
+_HOSTNAME: Final = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+REGISTRATION_RULES: Final[dict[str, dict[str, Any]]] = {
+    "tenant": {"type": "string", "pattern": f"^{_TENANT_RE.pattern}$"},
+    "provider": {"type": "string", "pattern": f"^{_PROVIDER_RE.pattern}$"},
+    "jwks_url": _nullable(_URL),
+    "issuer": _nullable(_URL),
+    "allowed_domains": {"type": "array", "items": {"type": "string", "maxLength": 253, "pattern": _HOSTNAME}},
+    "refresh_early": _number(minimum=1),
+    "stale_while_error": _number(minimum=0),
+    "min_ttl": _number(minimum=30),
+    "max_ttl": _number(minimum=30),  # >= min_ttl >= 30
+    "max_response_bytes": _integer(minimum=1),
+    "negative_cache_ttl": {"type": "number", "anyOf": [{"const": 0}, {"minimum": 1}]},
+    "max_redirects": _integer(minimum=0, maximum=10),
+    "pinned_spki": {"type": "array", "items": {"type": "string", "pattern": "^[A-Za-z0-9+/]{43}=$"}},  # 32 bytes
+    "prefetch_jitter": _number(minimum=0),
+    "unknown_kid_cooldown": _number(minimum=0),
+    "algorithms": _nullable({"type": "array", "minItems": 1, "items": {"enum": sorted(ASYMMETRIC_ALGORITHMS)}}),
+    "max_keys": _integer(minimum=1, maximum=_MAX_KEYS_CAP),
+    "labels": {
+        "type": "object",
+        "propertyNames": {"minLength": 1, "maxLength": 64},
+        "additionalProperties": {"type": "string", "maxLength": 256},
+    },
+}
+RETRY_RULES: Final[dict[str, dict[str, Any]]] = {
+    "max_retries": _integer(minimum=0, maximum=100),
+    "attempt_timeout": _number(minimum=0.1),
+    "initial_backoff": _number(exclusiveMinimum=0),
+    "max_backoff": _number(exclusiveMinimum=0),  # >= initial_backoff > 0
+    "deadline": _number(minimum=0.1),  # >= attempt_timeout >= 0.1
+}
 
 
 def decode_registration(body: bytes, tenant: str, provider: str) -> ProviderConfig:

@@ -33,6 +33,9 @@ _HOST_RE: Final = re.compile(
     r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
 )
 _MAX_KEYS_CAP: Final = 10_000
+#: Upper bound of every duration: larger values (or inf) only overflow datetime arithmetic later.
+_MAX_SECONDS: Final = 10 * 365 * 86400.0
+_MAX_RETRY_SECONDS: Final = 3600.0
 
 
 class _Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -60,6 +63,9 @@ class RetryPolicy(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True
 
     def __post_init__(self) -> None:
         _check(0 <= self.max_retries <= 100, "retry.max_retries", "must be in 0..100", self.max_retries)
+        for name in ("attempt_timeout", "initial_backoff", "max_backoff", "deadline"):
+            value = getattr(self, name)
+            _check(value <= _MAX_RETRY_SECONDS, f"retry.{name}", f"must be <= {_MAX_RETRY_SECONDS:g}", value)
         _check(self.attempt_timeout >= 0.1, "retry.attempt_timeout", "must be >= 0.1", self.attempt_timeout)
         _check(self.initial_backoff > 0, "retry.initial_backoff", "must be > 0", self.initial_backoff)
         _check(
@@ -151,6 +157,12 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
             _check(0 < len(key) <= 64 and len(value) <= 256, "labels", "keys 1-64 chars, values <= 256 chars", key)
 
     def _check_times(self) -> None:
+        for name in (
+            "refresh_early", "stale_while_error", "min_ttl", "max_ttl",
+            "negative_cache_ttl", "prefetch_jitter", "unknown_kid_cooldown",
+        ):  # fmt: skip
+            value = getattr(self, name)
+            _check(value <= _MAX_SECONDS, name, f"must be <= {_MAX_SECONDS:g} (ten years)", value)
         _check(self.min_ttl >= 30, "min_ttl", "must be >= 30", self.min_ttl)
         _check(self.max_ttl >= self.min_ttl, "max_ttl", "must be >= min_ttl", self.max_ttl)
         _check(

@@ -98,22 +98,27 @@ class Fetcher:
             host = check_url(url, policy)
             if not policy.allow_private_networks and not self._guarded:
                 await _check_resolved(host, url, policy)
-            request = self._client.build_request(
-                "GET",
-                url,
-                headers={
-                    "Accept": "application/jwk-set+json, application/json",
-                    "Accept-Encoding": "gzip, identity",
-                    "User-Agent": _USER_AGENT,
-                    **extra,
-                },
-                timeout=httpx.Timeout(request_timeout),
-            )
+            try:
+                request = self._client.build_request(
+                    "GET",
+                    url,
+                    headers={
+                        "Accept": "application/jwk-set+json, application/json",
+                        "Accept-Encoding": "gzip, identity",
+                        "User-Agent": _USER_AGENT,
+                        **extra,
+                    },
+                    timeout=httpx.Timeout(request_timeout),
+                )
+            except (httpx.InvalidURL, ValueError) as exc:  # e.g. an IDNA label httpx refuses
+                raise SecurityError(f"refused {url!r}: not a URL httpx can send ({exc})", url=url) from exc
             try:
                 with hop_policy(policy, url):
                     response = await self._client.send(request, stream=True, follow_redirects=False)
             except httpx.HTTPError as exc:
                 raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}", url=url, transient=True) from exc
+            except (httpx.InvalidURL, ValueError) as exc:  # host encoding refused while connecting
+                raise SecurityError(f"refused {url!r}: not a URL httpx can send ({exc})", url=url) from exc
             try:
                 _check_connection(response, url, policy)
                 if response.status_code in _REDIRECTS:

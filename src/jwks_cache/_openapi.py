@@ -13,6 +13,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ._asgi_fields import REGISTRATION_RULES, RETRY_RULES
 from ._asgi_http import JSON, PROBLEM_JSON, Problem, ValidationProblem
 from ._asgi_routes import ROUTES, Access, Health
 from ._config import ProviderConfig
@@ -67,10 +68,10 @@ def _problem(description: str, *, schema: str = "Problem", headers: dict[str, An
 
 
 def _path_params() -> list[dict[str, Any]]:
-    patterns = {"tenant": "^[A-Za-z0-9-]{1,64}$", "provider": "^[A-Za-z0-9_-]{1,64}$"}  # ProviderConfig's rules
+    examples = {"tenant": "acme", "provider": "login"}
     return [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "pattern": pattern}}
-        for name, pattern in patterns.items()
+        {"name": name, "in": "path", "required": True, "schema": dict(REGISTRATION_RULES[name]), "example": example}
+        for name, example in examples.items()
     ]
 
 
@@ -247,6 +248,15 @@ def _secure(operation: dict[str, Any], access: Access, *, admin_enabled: bool, p
         operation["security"] = []
 
 
+def _constrain(properties: dict[str, Any], rules: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """msgspec states types only; the rules add ``__post_init__``'s bounds, keeping each default."""
+    constrained = dict(properties)
+    for name, rule in rules.items():
+        base = properties[name]
+        constrained[name] = {**rule, **({"default": base["default"]} if "default" in base else {})}
+    return constrained
+
+
 def _schemas() -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(
         [ProviderConfig, ProviderStatus, Problem, ValidationProblem, Health], ref_template=_REF
@@ -257,7 +267,13 @@ def _schemas() -> dict[str, Any]:
         "A ProviderConfig; `tenant` and `provider` come from the path and, if given, must match it."
     )
     registration.pop("required", None)
+    registration["properties"] = _constrain(registration["properties"], REGISTRATION_RULES)
+    registration["anyOf"] = [  # jwks_url or issuer
+        {"required": [name], "properties": {name: {"type": "string"}}} for name in ("jwks_url", "issuer")
+    ]
     schemas["ProviderRegistration"] = registration
+    schemas["RetryPolicy"] = {**schemas["RetryPolicy"]}
+    schemas["RetryPolicy"]["properties"] = _constrain(schemas["RetryPolicy"]["properties"], RETRY_RULES)
     schemas["JWK"] = {
         "type": "object",
         "description": "A public JWK: private members and symmetric keys are never served.",

@@ -284,8 +284,11 @@ class Registry(anyio.AsyncContextManagerMixin):
             if url is not None:
                 try:
                     check_url(url, policy)
+                    httpx.URL(url).host  # noqa: B018 - hosts httpx cannot decode are refused now, not mid-fetch
                 except JwksCacheError as exc:
                     raise ConfigError(f"{field}: {exc}") from exc
+                except (httpx.InvalidURL, ValueError) as exc:
+                    raise ConfigError(f"{field}: not a URL httpx can send ({exc})") from exc
         return policy
 
     # -- lookups -------------------------------------------------------------------------------------

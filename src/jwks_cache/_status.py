@@ -29,7 +29,15 @@ def provider_state(provider: Provider, now: float) -> ProviderState:
 def _wall(clock: Clock, monotonic: float) -> datetime | None:
     if not math.isfinite(monotonic):
         return None
-    return datetime.fromtimestamp(clock.time() + (monotonic - clock.monotonic()), tz=UTC)
+    return _datetime(clock.time() + (monotonic - clock.monotonic()))
+
+
+def _datetime(epoch: float) -> datetime | None:
+    """A UTC datetime, or None for a time no datetime can hold (status must never raise)."""
+    try:
+        return datetime.fromtimestamp(epoch, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def provider_status(provider: Provider, clock: Clock) -> ProviderStatus:
@@ -42,9 +50,9 @@ def provider_status(provider: Provider, clock: Clock) -> ProviderStatus:
         state=provider_state(provider, now),
         jwks_url=provider.refresher.jwks_url,
         key_ids=pub.table.key_ids if pub is not None else (),
-        last_refresh=datetime.fromtimestamp(pub.wall_fetched_at, tz=UTC) if pub is not None else None,
+        last_refresh=_datetime(pub.wall_fetched_at) if pub is not None else None,
         next_refresh=_wall(clock, provider.next_refresh),
-        expires_at=datetime.fromtimestamp(pub.wall_expires_at, tz=UTC) if pub is not None else None,
+        expires_at=_datetime(pub.wall_expires_at) if pub is not None else None,
         error_count=provider.error_count,
         last_error=str(provider.last_error) if provider.last_error is not None else None,
         hits=provider.hits,

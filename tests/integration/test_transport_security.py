@@ -238,3 +238,16 @@ async def test_registry_transport_connects_only_to_the_address_it_checked() -> N
                 with pytest.raises(SecurityError, match="127.0.0.1"):
                     await reg.refresh(TENANT, PROVIDER)
             assert idp.request_count == 0
+
+
+async def test_a_redirect_to_a_host_httpx_cannot_encode_fails_the_refresh_not_the_registry() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, Registry(require_https=False, allow_private_networks=True) as reg:
+            await reg.register(config_for(idp))
+            before = await _cached_kids(reg)
+            idp.redirect_to("http://xn--rp17e/jwks")
+            with pytest.raises(SecurityError):
+                await reg.refresh(TENANT, PROVIDER)
+            assert await _cached_kids(reg) == before
+            with pytest.raises(ConfigError, match="jwks_url"):
+                await reg.register(config_for(idp, jwks_url="http://xn--rp17e/jwks"))

@@ -95,3 +95,9 @@ def test_config_round_trips_through_json() -> None:
 def test_retry_must_be_a_retry_policy_even_through_the_plain_constructor() -> None:
     with pytest.raises(ConfigError, match="^retry "):
         ProviderConfig(**BASE, retry={"max_retries": 1})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["min_ttl", "max_ttl", "stale_while_error", "unknown_kid_cooldown"])
+def test_durations_have_an_upper_bound(field: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{field}"):
+        ProviderConfig(**BASE, **{field: float("inf")})
