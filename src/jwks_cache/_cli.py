@@ -1,4 +1,4 @@
-"""The ``jwks-cache`` command: ``demo``, ``inspect``, ``verify`` and (later) ``serve``.
+"""The ``jwks-cache`` command: ``demo``, ``inspect``, ``verify`` and ``serve``.
 
 Every network command goes through a real :class:`Registry` with one registration, so what the
 command shows is what a service using the library would get: same URL policy, redirects, size
@@ -13,6 +13,7 @@ import base64
 import binascii
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -401,15 +402,55 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
     p = sub.add_parser(
         "serve",
         parents=[common],
-        help="run the control plane over a Registry (not yet available)",
-        description="Run the control-plane HTTP API over a Registry. Not yet available.",
+        help="run the control-plane HTTP API over a Registry configured from a TOML file",
+        description=(
+            "Register the providers of a TOML file ([registry], optional [store], [[providers]]) and serve the "
+            "control-plane API with hypercorn until SIGINT or SIGTERM. Needs the [server] extra."
+        ),
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help="the TOML configuration file")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="the port to listen on; 0 picks a free one (default 8080)")
+    p.add_argument(
+        "--admin-token-env",
+        metavar="NAME",
+        help="the environment variable holding the admin bearer token; without it mutating routes answer 403",
     )
     p.set_defaults(handler=_serve)
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    _error("serve: not yet available")
-    return EXIT_USAGE
+    if importlib.util.find_spec("hypercorn") is None:
+        _error("serve needs hypercorn: install jwks-cache[server]")
+        return EXIT_USAGE
+    from ._serve import load_serve_config, serve
+
+    def ready(providers: int) -> None:
+        admin = "enabled" if admin_token is not None else "disabled (no admin token)"
+        print(f"{PROG}: {providers} provider(s) registered; admin routes {admin}", flush=True)
+
+    try:
+        admin_token = _admin_token(args.admin_token_env)
+        config = load_serve_config(args.config)
+        await serve(
+            config, host=args.host, port=args.port, backend=args.backend, admin_token=admin_token, on_ready=ready
+        )
+    except ConfigError as exc:  # printed here: main()'s flag hints suit inspect/verify, not a file
+        _error(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:  # cannot listen: the port is taken or the address is not ours
+        _error(f"serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _admin_token(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    token = os.environ.get(variable)
+    if token is None:  # a typo must not silently turn the admin routes off
+        raise ConfigError(f"--admin-token-env: the environment variable {variable} is not set")
+    return token
 
 
 _COMMANDS: Final = (_add_demo, _add_inspect, _add_verify, _add_serve)

@@ -115,7 +115,7 @@ class Fetcher:
             try:
                 with hop_policy(policy, url):
                     response = await self._client.send(request, stream=True, follow_redirects=False)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.StreamError) as exc:
                 raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}", url=url, transient=True) from exc
             except (httpx.InvalidURL, ValueError) as exc:  # host encoding refused while connecting
                 raise SecurityError(f"refused {url!r}: not a URL httpx can send ({exc})", url=url) from exc
@@ -209,7 +209,7 @@ async def _read_capped(response: httpx.Response, url: str, max_bytes: int) -> by
                     break
     except zlib.error as exc:
         raise FetchError(f"GET {url}: corrupt {encoding} body: {exc}", url=url) from exc
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.StreamError) as exc:  # StreamError is a RuntimeError, not an HTTPError
         raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}", url=url, transient=True) from exc
     return bytes(body)
 

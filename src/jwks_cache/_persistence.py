@@ -148,8 +148,10 @@ class Persistence:
 
     # -- fleet mode -----------------------------------------------------------------------------------
 
-    async def adopt_or_lease(self, provider: Provider, *, unconditional: bool) -> Published | None:
-        """Fleet mode: None means "we hold the lease, fetch upstream"; a Published is the fleet's set.
+    async def adopt_or_lease(self, provider: Provider, *, unconditional: bool) -> Published | float | None:
+        """Fleet mode: None means "we hold the lease, fetch upstream"; a Published is the fleet's set;
+        a float is the monotonic time to try again (another instance holds the lease and nothing newer
+        exists yet), so a due refresh neither spins nor counts as a refresh.
 
         Periodic refreshes share one lease per ``min_ttl / 2``; unknown-kid refreshes take a second
         lease held for the whole ``unknown_kid_cooldown``, so a bogus kid sprayed at every instance
@@ -180,7 +182,8 @@ class Persistence:
             and current is not None
             and (unconditional or self._clock.time() - current.wall_fetched_at < ttl)
         ):
-            return current  # the fleet refreshed within this lease and we hold that set already
+            # the fleet refreshed within this lease and we hold that set already: look again later
+            return self._clock.monotonic() + max(1.0, ttl / 2)
         if newer is None:
             notice = provider.notice  # the lease holder is fetching: its notice (or our timeout) ends the wait
             try:

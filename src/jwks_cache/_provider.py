@@ -139,14 +139,17 @@ class Provider:
 
     async def _fly(self, flight: _Flight) -> None:
         try:
-            published = await self._obtain(flight)
+            outcome = await self._obtain(flight)
         except (FetchError, SecurityError) as exc:
             self._record_failure(exc)
             flight.error = exc
             if self._fleet is not None:
                 await self._fleet.release(self)  # let another instance try at once
         else:
-            self._record_success(published)
+            if isinstance(outcome, Published):
+                self._record_success(outcome)
+            elif flight.conditional:  # fleet mode: the lease holder's set is ours already
+                self._reschedule(outcome)
             flight.ok = True
         finally:
             if self.flight is flight:
@@ -155,7 +158,7 @@ class Provider:
                 flight.error = self._closed_error()
             flight.done.set()  # a crash or cancel still releases every waiter
 
-    async def _obtain(self, flight: _Flight) -> Published:
+    async def _obtain(self, flight: _Flight) -> Published | float:
         """Fleet mode asks the store first (another instance may have just fetched); else go upstream."""
         fleet = self._fleet
         if fleet is not None:

@@ -64,9 +64,9 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "error:" in capsys.readouterr().err
 
 
-def test_serve_is_not_yet_available(capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_without_a_config_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve"]) == 2
-    assert "not yet available" in _one_error_line(capsys)
+    assert "--config" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

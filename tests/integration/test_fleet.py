@@ -10,9 +10,9 @@ import anyio
 import pytest
 from tests.helpers import PROVIDER, QUICK_RETRY, TENANT, config_for, loopback_registry
 
-from jwks_cache import Registry
+from jwks_cache import Registry, RetryPolicy
 from jwks_cache.redis import RedisStore
-from jwks_cache.testing import LocalIdentityProvider
+from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 from redis_servers import coredis_outage
 
 INSTANCES = 20
@@ -116,3 +116,28 @@ async def test_a_lease_holder_that_dies_mid_fetch_lets_another_instance_take_ove
                 assert (await survivor.get_key(TENANT, PROVIDER, idp.kids[0])).kid == idp.kids[0]
                 assert anyio.current_time() - started < QUICK_RETRY.deadline + 1.0  # waited one deadline at most
             assert idp.request_count == 2
+
+
+async def test_a_due_refresh_while_another_instance_holds_the_lease_waits_instead_of_spinning(
+    redis_server: Any, redis_namespace: str
+) -> None:
+    clock = VirtualClock()
+    retry = RetryPolicy(deadline=20.0)  # a 21 s lease: longer than the 15 s refresh interval
+    with anyio.fail_after(30):
+        async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
+            idp.cache_control = "max-age=30"
+            registries = [
+                await stack.enter_async_context(
+                    loopback_registry(clock, store=RedisStore(redis_server.url, namespace=redis_namespace, shared=True))
+                )
+                for _ in range(3)
+            ]
+            await _cold_lookups(idp, registries, refresh_early=25.0, prefetch_jitter=0.0, retry=retry)
+            assert idp.request_count == 1
+            for _ in range(20):  # t = 0 .. 20: refreshes fall due at 15 s while the lease is held
+                await clock.advance(1.0)
+                await anyio.sleep(0.005)  # Redis round trips are real I/O the virtual clock does not track
+            # deferred until the lease holder's set could be newer: no spinning, no counted refreshes
+            assert all(reg.status(TENANT, PROVIDER).refreshes <= 1 for reg in registries)
+            assert idp.request_count == 1
+            assert all(reg.status(TENANT, PROVIDER).next_refresh is not None for reg in registries)

@@ -1,0 +1,83 @@
+"""A Litestar app verifying bearer tokens through a Registry that lives as long as the app.
+
+The Registry is a lifespan context manager: Litestar enters and leaves it in the one task that
+handles the ASGI lifespan, which is what its task group needs. A dependency turns the bearer token
+into verified claims, so a handler that asks for ``claims`` is protected.
+
+Run: ``python examples/litestar_app.py`` (a local identity provider and an in-process client, so it
+needs no network). In a service, serve ``create_app(...)`` with any ASGI server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from litestar import Litestar, Request, get
+from litestar.di import NamedDependency, Provide
+from litestar.exceptions import NotAuthorizedException, ServiceUnavailableException
+
+from jwks_cache import FetchError, KeyNotFoundError, ProviderConfig, Registry, TokenError
+from jwks_cache.testing import LocalIdentityProvider
+
+TENANT, PROVIDER = "acme", "local"
+
+
+def create_app(provider: ProviderConfig, new_registry: Callable[[], Registry] = Registry) -> Litestar:
+    """The app; each lifespan gets a new Registry (one can be entered only once)."""
+
+    @asynccontextmanager
+    async def open_registry(app: Litestar) -> AsyncIterator[None]:
+        async with new_registry() as reg:
+            await reg.register(provider)
+            app.state.registry = reg
+            yield
+
+    return Litestar(route_handlers=[whoami], lifespan=[open_registry], dependencies={"claims": Provide(claims)})
+
+
+async def claims(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The verified claims of the request's bearer token; 401 without a valid one."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise NotAuthorizedException("a bearer token is required")
+    reg: Registry = request.app.state.registry
+    try:
+        return await reg.verify(token.strip(), tenant=TENANT, provider=PROVIDER)
+    except (TokenError, KeyNotFoundError) as exc:
+        reason = exc.reason if isinstance(exc, TokenError) else "unknown_kid"
+        raise NotAuthorizedException(f"invalid token ({reason})") from exc
+    except FetchError as exc:  # the IdP is down and the stale window is over: not the caller's fault
+        raise ServiceUnavailableException("signing keys unavailable") from exc
+
+
+@get("/whoami")
+async def whoami(claims: NamedDependency[dict[str, Any]]) -> str:
+    return f"hello {claims['sub']}"
+
+
+async def main() -> None:
+    async with LocalIdentityProvider() as idp:
+        provider = ProviderConfig(
+            tenant=TENANT, provider=PROVIDER, jwks_url=idp.jwks_url, require_https=False, audience="orders"
+        )
+        local = create_app(provider, lambda: Registry(require_https=False, allow_private_networks=True))
+        good = idp.mint({"sub": "alice", "aud": "orders", "exp": int(time.time()) + 60})
+        expired = idp.mint({"sub": "bob", "aud": "orders", "exp": int(time.time()) - 60})
+        # local.lifespan() runs the lifespan managers in this task, as a server's lifespan task would.
+        # (ASGI has no one typing standard: Litestar's scopes are TypedDicts, httpx's mappings.)
+        transport = httpx.ASGITransport(local)  # type: ignore[arg-type]
+        async with local.lifespan(), httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            for token in (good, expired, None):
+                headers = {"authorization": f"Bearer {token}"} if token else {}
+                response = await http.get("/whoami", headers=headers)
+                body = response.text if response.is_success else response.json()["detail"]
+                print(response.status_code, body)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,198 @@
+"""``jwks-cache serve``: the control plane over a Registry configured from a TOML file, under hypercorn.
+
+The server runs inside the Registry's ``async with``: the registry is opened first and closed last,
+so no request meets a closed registry and no provider loop outlives the server.
+The first SIGINT or SIGTERM asks hypercorn for a graceful shutdown (in-flight requests finish,
+within hypercorn's ``graceful_timeout``); the signal handlers are removed at that moment, so a
+second Ctrl+C interrupts at once if shutdown ever hangs.
+
+The configuration file::
+
+    [registry]                       # optional; the Registry's floors
+    require_https = true             # also the default of each provider's require_https
+    allowed_domains = ["example.com"]
+    allow_private_networks = false
+
+    [store]                          # optional; snapshots survive restarts
+    file = "snapshots"               # a directory, relative to the configuration file
+
+    [[providers]]                    # any number; ProviderConfig fields
+    tenant = "acme"
+    provider = "okta"
+    issuer = "https://acme.okta.com"
+"""
+
+from __future__ import annotations
+
+import signal
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
+
+import anyio
+import msgspec
+
+from ._asgi import ASGIApp, create_app
+from ._config import _HOST_RE, ProviderConfig, decode_config
+from ._errors import ConfigError
+from ._registry import Registry
+from ._stores import FileStore, SnapshotStore
+
+__all__ = ["RegistryOptions", "ServeConfig", "StoreOptions", "load_serve_config", "open_registry", "serve"]
+
+Backend = Literal["asyncio", "trio"]
+_SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
+_T = TypeVar("_T")
+
+
+class RegistryOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``[registry]`` table: the keyword arguments of :class:`Registry` a file can set."""
+
+    require_https: bool = True
+    allowed_domains: tuple[str, ...] = ()
+    allow_private_networks: bool = False
+
+
+class StoreOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``[store]`` table; ``file`` is a directory for a :class:`FileStore`."""
+
+    file: str
+
+
+class ServeConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """A whole configuration file, validated: nothing here can fail at registration but a floor."""
+
+    registry: RegistryOptions
+    store: StoreOptions | None
+    providers: tuple[ProviderConfig, ...]
+    path: Path  # the file: errors name it, and a relative store directory is resolved against its folder
+
+
+class _FileLayout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    registry: dict[str, Any] = msgspec.field(default_factory=dict)
+    store: dict[str, Any] | None = None
+    providers: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+def load_serve_config(path: str | Path) -> ServeConfig:
+    """Read and validate a ``serve`` configuration file.
+
+    Every error is one :class:`ConfigError` line naming the file and the table or field at fault,
+    because operators read it in a deploy log.
+
+    Raises:
+        ConfigError: the file is unreadable, not TOML, or a value is invalid.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    layout = _convert(path, "top level", data, _FileLayout)
+    registry = _convert(path, "[registry]", layout.registry, RegistryOptions)
+    for domain in registry.allowed_domains:
+        if _HOST_RE.fullmatch(domain) is None:
+            raise ConfigError(
+                f"{path}: [registry]: allowed_domains entries must be canonical hostnames (got {domain!r})"
+            )
+    store = None if layout.store is None else _convert(path, "[store]", layout.store, StoreOptions)
+    providers: list[ProviderConfig] = []
+    seen: set[tuple[str, str]] = set()
+    for index, table in enumerate(layout.providers):
+        where = f"providers[{index}]"
+        # The registry's https policy is the natural default; a file says it once, not per provider.
+        try:
+            config = decode_config({"require_https": registry.require_https, **table}, ProviderConfig)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {where}: {exc}") from exc
+        if config.key in seen:
+            raise ConfigError(f"{path}: {where}: duplicate tenant/provider {config.tenant}/{config.provider}")
+        seen.add(config.key)
+        providers.append(config)
+    return ServeConfig(registry=registry, store=store, providers=tuple(providers), path=path)
+
+
+def _convert(path: Path, where: str, data: Any, kind: type[_T]) -> _T:
+    try:
+        return msgspec.convert(data, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {where}: {exc}") from exc
+
+
+def open_registry(config: ServeConfig) -> Registry:
+    """The Registry the file describes (not yet entered)."""
+    store: SnapshotStore | None = None
+    if config.store is not None:
+        store = FileStore(config.path.parent / config.store.file)
+    options = config.registry
+    return Registry(
+        require_https=options.require_https,
+        allowed_domains=options.allowed_domains,
+        allow_private_networks=options.allow_private_networks,
+        store=store,
+    )
+
+
+async def serve(
+    config: ServeConfig,
+    *,
+    host: str,
+    port: int,
+    backend: Backend,
+    admin_token: str | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve the control plane until SIGINT or SIGTERM, then shut down gracefully.
+
+    Args:
+        config: the validated configuration file.
+        host: the address to listen on; ``port`` 0 picks a free port (hypercorn logs it).
+        backend: the event loop this coroutine runs on; it picks hypercorn's matching worker.
+        admin_token: enables the mutating routes (see :func:`jwks_cache.asgi.create_app`).
+        on_ready: called with the number of registered providers before the server starts.
+
+    Raises:
+        ConfigError: a registration breaks a registry floor, or the admin token is malformed.
+    """
+    async with open_registry(config) as reg:
+        for index, provider in enumerate(config.providers):
+            try:
+                await reg.register(provider)
+            except ConfigError as exc:
+                raise ConfigError(f"{config.path}: providers[{index}]: {exc}") from exc
+        app = create_app(reg, admin_token=admin_token)
+        if on_ready is not None:
+            on_ready(len(config.providers))
+        await _run_hypercorn(app, host=host, port=port, backend=backend)
+
+
+async def _run_hypercorn(app: ASGIApp, *, host: str, port: int, backend: Backend) -> None:
+    from hypercorn.config import Config  # the [server] extra: imported only when serving
+
+    server = Config()
+    server.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    serve_app: Callable[..., Awaitable[None]]
+    if backend == "trio":
+        from hypercorn.trio import serve as serve_app
+    else:
+        from hypercorn.asyncio import serve as serve_app
+
+    # A task of its own: on Python 3.11, asyncio.TaskGroup (inside hypercorn) can leave a spent
+    # cancel request on its host task, which the Registry's cancel scope would then take as an
+    # outer cancellation at exit; here it dies with this short-lived task.
+    async def run() -> None:
+        await serve_app(app, server, shutdown_trigger=_until_shutdown_signal)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+
+
+async def _until_shutdown_signal() -> None:
+    # Leaving the receiver restores the default handlers: a second Ctrl+C is not swallowed.
+    with anyio.open_signal_receiver(*_SHUTDOWN_SIGNALS) as signals:
+        async for _ in signals:
+            return
