@@ -99,6 +99,8 @@ def run(quick: bool) -> CaseResult:
             floor, peer = ns["floor_awaited_dict"], ns["pyjwkclient"]
             for label in ("floor_awaited_dict", "floor_sync_dict", "pyjwkclient", "pyjwkclient_cache_keys"):
                 result.add(Row(NAME, backend, label, ns[label], "ns/call"))
+            # the ceiling of any awaited API against this peer: the floor itself
+            result.add(Row(NAME, backend, "floor vs PyJWKClient", floor, "ns/call", "PyJWKClient", peer / floor))
             for label in ("get_key", "get_key_nowait"):
                 value = ns[label]
                 result.add(

@@ -40,7 +40,7 @@ NAME = "register + idle"
 _REFERENCE = 10_000
 _REGISTER_LIMIT_S = 2.0
 _IDLE_LIMIT_PERCENT = 1.0
-_DIRECT_BUDGET_S = 120.0  # measure 10,000 with start-up fetches only if the fit predicts at most this
+_DIRECT_BUDGET_S = 45.0  # measure 10,000 with start-up fetches only if the fit predicts at most this
 
 
 async def _library_only(body: bytes, url: str, kid: str, n: int) -> dict[str, Any]:
@@ -104,8 +104,8 @@ def _fit(small: dict[str, Any], large: dict[str, Any]) -> tuple[float, float]:
 
 def run(quick: bool) -> CaseResult:
     result = CaseResult(NAME)
-    library_n = 1_000 if quick else _REFERENCE
-    sizes, idle = ([200, 400], 1.5) if quick else ([1_000, 2_000], 20.0)
+    library_n = 500 if quick else _REFERENCE
+    sizes, idle = ([150, 300], 1.0) if quick else ([1_000, 2_000], 20.0)
     with idp_in_thread(keys=1) as (idp, _portal):
         body = httpx.get(idp.jwks_url).content
         url, kid = idp.jwks_url, idp.kids[0]

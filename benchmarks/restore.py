@@ -115,7 +115,7 @@ async def _measure(make_store: StoreFactory, url: str, kid: str, n: int, counter
 
 def run(quick: bool) -> CaseResult:
     result = CaseResult(NAME)
-    n = 1_000 if quick else _REFERENCE
+    n = 500 if quick else _REFERENCE
     scale = _REFERENCE / n
     with tempfile.TemporaryDirectory(prefix="jwks-bench-") as directory, redis_server() as redis_url:
         stores: dict[str, StoreFactory | None] = {"FileStore": _file_store(directory)}

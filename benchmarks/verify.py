@@ -116,7 +116,7 @@ async def _measure(url: str, token: str, jwk: dict[str, Any], alg: str, calls: i
 
 def run(quick: bool) -> CaseResult:
     result = CaseResult(NAME)
-    calls, repeats = (50, 40) if quick else (100, 200)
+    calls, repeats = (50, 25) if quick else (100, 100)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SecurityWarning)  # joserfc flags "EdDSA" as deprecated (RFC 9864)
         for alg in ALGORITHMS:
