@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ._errors import TokenError
-from ._jose import ALLOWED_DEFAULT, B64URL_CHARS, JsonProblem, KeyEntry, b64url_decode, decode_json, key_fits_alg
+from ._jose import ALLOWED_DEFAULT, JsonProblem, KeyEntry, b64url_decode, decode_json, key_fits_alg
 
 __all__ = [
     "ALLOWED_DEFAULT",
@@ -193,10 +193,13 @@ _RSA_PARAMS: Final = {f"{p}{n}": _rsa_params(f"{p}{n}") for p in ("RS", "PS") fo
 _ECDSA: Final = {f"ES{n}": ec.ECDSA(_HASHES[n]()) for n in ("256", "384", "512")}
 
 
-def verify_signature(parsed: ParsedJws, entry: KeyEntry) -> bool:
-    """Whether ``entry`` verifies the token's signature; False for a key that does not fit its alg."""
+def verify_signature(parsed: ParsedJws, entry: KeyEntry, *, fitted: bool = False) -> bool:
+    """Whether ``entry`` verifies the token's signature; False for a key that does not fit its alg.
+
+    ``fitted=True`` skips the fit check for keys that came from ``KeyTable.candidates``.
+    """
     alg = parsed.alg
-    if not key_fits_alg(entry, alg):
+    if not fitted and not key_fits_alg(entry, alg):
         return False
     key = entry.verifier
     data = parsed.signing_input
@@ -285,9 +288,11 @@ def _decode_claims(segment: bytes) -> dict[str, Any]:
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
-    if name not in claims:
+    value = claims.get(name, _ABSENT)
+    if value is _ABSENT:
         return None
-    value = claims[name]
+    if type(value) is int and -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE:
+        return float(value)  # the common case, decided without isinstance chains
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise TokenError(f"token {name} is not a number", reason="malformed_claims")
     if abs(value) > _MAX_NUMERIC_DATE:
