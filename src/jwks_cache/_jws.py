@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ._errors import TokenError
-from ._jose import ALLOWED_DEFAULT, JsonProblem, KeyEntry, b64url_decode, decode_json, key_fits_alg
+from ._jose import ALLOWED_DEFAULT, B64URL_CHARS, JsonProblem, KeyEntry, b64url_decode, decode_json, key_fits_alg
 
 __all__ = [
     "ALLOWED_DEFAULT",
