@@ -16,6 +16,7 @@ import binascii
 import copy
 import json
 import re
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -28,7 +29,7 @@ from joserfc.jwk import ECKey, JWKRegistry, Key, KeySet, OKPKey, RSAKey
 from ._config import ASYMMETRIC_ALGORITHMS
 from ._errors import InvalidJwksError
 
-__all__ = ["ALLOWED_DEFAULT", "KeyEntry", "KeyTable", "SkippedKey", "key_fits_alg", "parse_jwks"]
+__all__ = ["ALLOWED_DEFAULT", "KeyEntry", "KeyTable", "SkippedKey", "TableCache", "key_fits_alg", "parse_jwks"]
 
 #: Algorithms a token may ever use; ``none`` and HS* are absent (RFC 8725 §3.1, §3.2).
 ALLOWED_DEFAULT: Final[frozenset[str]] = ASYMMETRIC_ALGORITHMS
@@ -105,7 +106,7 @@ def key_fits_alg(entry: KeyEntry, alg: str) -> bool:
 class KeyTable:
     """The usable keys of one JWK Set; immutable after construction, shared by every lookup."""
 
-    __slots__ = ("_by_alg", "_key_set", "_public", "by_kid", "entries", "key_ids", "skipped")
+    __slots__ = ("__weakref__", "_by_alg", "_key_set", "_public", "by_kid", "entries", "key_ids", "skipped")
 
     def __init__(
         self,
@@ -149,6 +150,29 @@ class KeyTable:
             return self._by_alg.get(alg, ())
         entry = self.by_kid.get(kid)
         return (entry,) if entry is not None and key_fits_alg(entry, alg) else ()
+
+
+class TableCache:
+    """Identical documents parse to one shared, immutable table.
+
+    Tenants of one identity provider (and restored snapshots of it) then hold one set of key
+    objects instead of one each: memory and restore time follow the number of distinct key sets,
+    not of registrations. Weak values, so a set no provider serves any more is freed.
+    """
+
+    __slots__ = ("_tables",)
+
+    def __init__(self) -> None:
+        self._tables: weakref.WeakValueDictionary[tuple[bytes, int], KeyTable] = weakref.WeakValueDictionary()
+
+    def parse(self, body: bytes, *, url: str, max_keys: int) -> KeyTable:
+        """:func:`parse_jwks`, or the table an identical body already produced."""
+        key = (body, max_keys)
+        table = self._tables.get(key)
+        if table is None:
+            table = parse_jwks(body, url=url, max_keys=max_keys)
+            self._tables[key] = table
+        return table
 
 
 # --- strict JSON, shared with _jws -------------------------------------------------------------

@@ -15,7 +15,6 @@ from anyio.abc import TaskStatus
 
 from ._clock import Clock, fail_at
 from ._errors import InvalidJwksError, SecurityError, StoreError
-from ._jose import parse_jwks
 from ._models import Snapshot
 from ._published import Published
 from ._security import check_url
@@ -67,7 +66,7 @@ class Persistence:
             return None  # registered for another URL since: the snapshot is not this provider's keys
         try:
             check_url(snapshot.jwks_url, provider.refresher.policy)
-            table = parse_jwks(snapshot.body, url=snapshot.jwks_url, max_keys=cfg.max_keys)
+            table = provider.refresher.tables.parse(snapshot.body, url=snapshot.jwks_url, max_keys=cfg.max_keys)
         except (InvalidJwksError, SecurityError) as exc:
             self._failed(f"ignoring stored snapshot of {cfg.tenant}/{cfg.provider}: {exc}")
             return None

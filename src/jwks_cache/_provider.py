@@ -192,10 +192,10 @@ class Provider:
         if self._stale_logged is not None:
             self._stale_logged = None
             log_stale_ended(self.config, reason="refreshed")
-        if previous is not None and published.table is previous.table:
-            self.not_modified += 1
-        else:
-            self.cooldown.forget_all()
+        if previous is not None and published.body is previous.body:
+            self.not_modified += 1  # a 304 re-dates the same Published body
+        if previous is None or published.table is not previous.table:
+            self.cooldown.forget_all()  # a different key set: kids found absent may exist now
         if self.last_error is not None:
             log.info(
                 "jwks-cache %s/%s: keys refreshed after %s", self.config.tenant, self.config.provider, self.last_error

@@ -16,7 +16,7 @@ from ._config import ProviderConfig
 from ._errors import FetchError, InvalidJwksError, SecurityError
 from ._fetch import Fetcher, FetchResult
 from ._freshness import compute_freshness, conditional_headers
-from ._jose import parse_jwks
+from ._jose import TableCache
 from ._published import Published
 from ._retry import with_retries
 from ._security import HopPolicy, check_url
@@ -45,15 +45,27 @@ class Refresher:
     """Fetches one provider's key set under its policy; holds only the discovery cache."""
 
     def __init__(
-        self, config: ProviderConfig, policy: HopPolicy, fetcher: Fetcher, clock: Clock, rng: random.Random
+        self,
+        config: ProviderConfig,
+        policy: HopPolicy,
+        fetcher: Fetcher,
+        clock: Clock,
+        rng: random.Random,
+        tables: TableCache | None = None,
     ) -> None:
         self._config = config
+        self._tables = tables or TableCache()
         self._policy = policy
         self._fetcher = fetcher
         self._clock = clock
         self._rng = rng
         self._discovered: _Discovered | None = None
         self.retries = 0  # cumulative retried attempts, for status and telemetry
+
+    @property
+    def tables(self) -> TableCache:
+        """Where parsed key sets are shared (one per Registry)."""
+        return self._tables
 
     @property
     def policy(self) -> HopPolicy:
@@ -71,7 +83,7 @@ class Refresher:
         """Return a new Published (200), or ``current`` re-dated (304). Raises FetchError/SecurityError."""
         with self._fetcher.telemetry.refresh_span(self, self._config, self._clock) as span:
             published = await self._fetch_set(current, conditional=conditional)
-            if current is not None and published.table is current.table:
+            if current is not None and published.body is current.body:  # a 304 keeps the very body
                 span.outcome = "304"
             return published
 
@@ -97,7 +109,7 @@ class Refresher:
                 raise FetchError(f"GET {url}: 304 Not Modified to an unconditional request", url=url, status=304)
             return current.revalidated(**common)  # type: ignore[arg-type]
         assert result.body is not None
-        table = parse_jwks(result.body, url=url, max_keys=cfg.max_keys)
+        table = self._tables.parse(result.body, url=url, max_keys=cfg.max_keys)
         if table.skipped and (current is None or current.body != result.body):
             log_skipped_keys(cfg, url, table.skipped)  # once per new set, not on every refetch of it
         return Published(table=table, body=result.body, url=url, **common)  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from ._clock import Clock, SystemClock
 from ._config import ProviderConfig
 from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError, TokenError
 from ._fetch import Fetcher
-from ._jose import ALLOWED_DEFAULT, KeyEntry
+from ._jose import ALLOWED_DEFAULT, KeyEntry, TableCache
 from ._jws import HeaderCache, ParsedJws, check_alg, check_claims, parse_jws, verify_signature
 from ._models import ProviderStatus, Snapshot
 from ._persistence import Persistence
@@ -96,6 +96,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._fetcher: Fetcher | None = None
         self._telemetry = Telemetry(meter_provider=meter_provider, tracer_provider=tracer_provider)
         self._persistence: Persistence | None = None
+        self._tables = TableCache()  # identical key sets share one parsed table
         self._header_cache: HeaderCache = {}  # vetted JWS headers by their base64url text
         self._restored: dict[tuple[str, str], Snapshot] = {}
 
@@ -216,7 +217,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         config = self._apply_defaults(config)
         policy = self._policy_for(config)
         assert self._fetcher is not None
-        refresher = Refresher(config, policy, self._fetcher, self._clock, self._rng)
+        refresher = Refresher(config, policy, self._fetcher, self._clock, self._rng, self._tables)
         old = self._providers.get(config.key)
         kept = None
         if old is not None and old.config.jwks_url == config.jwks_url and old.config.issuer == config.issuer:

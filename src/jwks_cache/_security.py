@@ -80,7 +80,12 @@ def _refuse(url: str | None, rule: str) -> SecurityError:
 
 def _has_unsafe_chars(text: str) -> bool:
     # urlsplit silently deletes tab/CR/LF and clients differ on "\\", so such input is never "fixed up".
+    if _SAFE_ASCII_RE.fullmatch(text):
+        return False  # the usual URL: printable ASCII without a backslash, decided in C
     return any(c == "\\" or c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp") for c in text)
+
+
+_SAFE_ASCII_RE: Final = re.compile(r"[!-\[\]-~]*")  # 0x21-0x7E except the backslash (0x5C)
 
 
 def _parse_ipv4(host: str) -> ipaddress.IPv4Address | None:

@@ -386,3 +386,18 @@ def test_key_fits_alg_table() -> None:
         5: ["EdDSA"],
         6: ["Ed25519", "EdDSA"],  # EdDSA and Ed25519 are aliases for an Ed25519 key
     }
+
+
+def test_identical_documents_share_one_table_and_it_is_freed_with_its_last_user() -> None:
+    import gc
+
+    from jwks_cache._jose import TableCache
+
+    cache = TableCache()
+    document = body(good())
+    first = cache.parse(document, url="https://a", max_keys=100)
+    assert cache.parse(bytes(bytearray(document)), url="https://b", max_keys=100) is first
+    assert cache.parse(document, url="https://a", max_keys=50) is not first  # another limit, another parse
+    del first
+    gc.collect()
+    assert len(cache._tables) == 0
