@@ -165,6 +165,9 @@ class Persistence:
             name, ttl = f"{cfg.provider}/unknown-kid", cfg.unknown_kid_cooldown
         else:
             name, ttl = cfg.provider, max(cfg.min_ttl / 2, cfg.retry.deadline + 1.0)
+        # captured before the first await: a notice (and the adoption it causes) may arrive during any
+        # of the Redis round trips below, and must not be missed
+        before, notice = provider.published, provider.notice
         try:
             token = await store.acquire_lease(cfg.tenant, name, ttl)
         except StoreError as exc:
@@ -175,6 +178,8 @@ class Persistence:
                 provider.lease_token = token  # released early only if the fetch fails
             return None
         newer = await self._newer_than_ours(provider)
+        if newer is None and provider.published is not before and provider.published is not None:
+            return provider.published  # adopted from a notice while we asked Redis
         current = provider.published
         if (
             newer is None
@@ -183,13 +188,14 @@ class Persistence:
         ):
             # the fleet refreshed within this lease and we hold that set already: look again later
             return self._clock.monotonic() + max(1.0, ttl / 2)
-        if newer is None:
-            notice = provider.notice  # the lease holder is fetching: its notice (or our timeout) ends the wait
+        if newer is None:  # the lease holder is fetching: its notice (or our timeout) ends the wait
             try:
                 with fail_at(self._clock, self._clock.monotonic() + cfg.retry.deadline):
                     await notice.wait()
             except TimeoutError:
                 pass
+            if provider.published is not before and provider.published is not None:
+                return provider.published
             newer = await self._newer_than_ours(provider)
         return newer
 
