@@ -11,11 +11,21 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+#: Both apps mount the control plane under /admin/jwks; these prove the sub-path reaches its routes.
+MOUNTED = ["GET /admin/jwks/status: 200", "GET /admin/jwks/tenants/acme/providers/local/jwks: 200"]
+
+
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ("litestar_app.py", ["200 hello alice", "401 invalid token (expired)", "401 a bearer token is required"]),
-        ("quart_app.py", ["200 hello alice", "401 invalid token (bad_signature)", "401 a bearer token is required"]),
+        (
+            "litestar_app.py",
+            ["200 hello alice", "401 invalid token (expired)", "401 a bearer token is required", *MOUNTED],
+        ),
+        (
+            "quart_app.py",
+            ["200 hello alice", "401 invalid token (bad_signature)", "401 a bearer token is required", *MOUNTED],
+        ),
         (
             "control_plane.py",
             [
