@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Callable
 from typing import Final
 
+import anyio
 import httpx
 import msgspec
 from anyio import getaddrinfo
@@ -32,6 +33,7 @@ Headers = tuple[tuple[str, str], ...]
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 _USER_AGENT: Final = "jwks-cache"
+_MAX_CONCURRENT_FETCHES: Final = 32
 
 
 class FetchResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,8 +49,18 @@ class FetchResult(msgspec.Struct, frozen=True, kw_only=True):
 class Fetcher:
     """Performs single GET attempts for every provider of one Registry."""
 
-    def __init__(self, client: httpx.AsyncClient, clock: Clock, *, telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        clock: Clock,
+        *,
+        telemetry: Telemetry | None = None,
+        max_concurrency: int = _MAX_CONCURRENT_FETCHES,
+    ) -> None:
         self._client = client
+        # thousands of providers registered at once must not open thousands of requests at once:
+        # httpcore's pool scans every queued request per response (quadratic), and IdPs rate-limit
+        self._limiter = anyio.CapacityLimiter(max_concurrency)
         # our own transport judges addresses and pins before sending; a caller's client gets the
         # DNS pre-check here and the post-response checks only
         self._guarded = isinstance(getattr(client, "_transport", None), GuardedTransport)
@@ -69,7 +81,19 @@ class Fetcher:
         attempt_timeout: float,
         headers: dict[str, str] | None = None,
     ) -> FetchResult:
-        """One attempt: every hop checked, the whole attempt under one timeout."""
+        """One attempt: every hop checked, the whole attempt under one timeout (not the queueing)."""
+        async with self._limiter:
+            return await self._attempt(url, policy, max_redirects, max_bytes, attempt_timeout, headers)
+
+    async def _attempt(
+        self,
+        url: str,
+        policy: HopPolicy,
+        max_redirects: int,
+        max_bytes: int,
+        attempt_timeout: float,
+        headers: dict[str, str] | None,
+    ) -> FetchResult:
         self.in_flight += 1
         try:
             # the span sees fail_at's TimeoutError, so its error.type says "timeout"

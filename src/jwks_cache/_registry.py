@@ -35,6 +35,7 @@ from ._transport import guarded_client
 __all__ = ["Registry"]
 
 _EXIT_FLUSH_TIMEOUT: Final = 5.0
+_ACCEPTED_URLS_CAP: Final = 10_000
 
 
 class _State(enum.Enum):
@@ -96,6 +97,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._fetcher: Fetcher | None = None
         self._telemetry = Telemetry(meter_provider=meter_provider, tracer_provider=tracer_provider)
         self._persistence: Persistence | None = None
+        self._accepted_urls: set[tuple[str, HopPolicy]] = set()
         self._tables = TableCache()  # identical key sets share one parsed table
         self._header_cache: HeaderCache = {}  # vetted JWS headers by their base64url text
         self._restored: dict[tuple[str, str], Snapshot] = {}
@@ -292,7 +294,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         )
         for field in ("jwks_url", "issuer"):
             url = getattr(config, field)
-            if url is not None:
+            if url is not None and (url, policy) not in self._accepted_urls:
                 try:
                     check_url(url, policy)
                     httpx.URL(url).host  # noqa: B018 - hosts httpx cannot decode are refused now, not mid-fetch
@@ -300,6 +302,9 @@ class Registry(anyio.AsyncContextManagerMixin):
                     raise ConfigError(f"{field}: {exc}") from exc
                 except (httpx.InvalidURL, ValueError) as exc:
                     raise ConfigError(f"{field}: not a URL httpx can send ({exc})") from exc
+                if len(self._accepted_urls) >= _ACCEPTED_URLS_CAP:
+                    self._accepted_urls.clear()
+                self._accepted_urls.add((url, policy))  # tenants of one IdP share a URL: judge it once
         return policy
 
     # -- lookups -------------------------------------------------------------------------------------
