@@ -36,6 +36,8 @@ class Persistence:
         self._clock = clock
         self.shared: bool = bool(getattr(store, "shared", False))
         self._dirty: dict[tuple[str, str], Snapshot] = {}
+        # unregistered providers whose snapshot a save already under way could write back
+        self._deleted: set[tuple[str, str]] = set()
         self._wake = anyio.Event()
         self.errors = 0
         self.saves = 0
@@ -106,6 +108,7 @@ class Persistence:
     def mark_dirty(self, provider: Provider, published: Published) -> None:
         snapshot = self.snapshot_of(provider, published)
         if snapshot is not None:
+            self._deleted.discard(provider.config.key)
             self._dirty[provider.config.key] = snapshot
             self._wake.set()
 
@@ -126,6 +129,8 @@ class Persistence:
             await self.save(snapshot)
             if self._dirty.get(key) is snapshot:  # a cancelled save stays dirty for the exit flush
                 del self._dirty[key]
+            if key in self._deleted:  # unregistered while we were saving: undo what we wrote
+                await self._delete_stored(*key)
 
     async def save(self, snapshot: Snapshot) -> None:
         try:
@@ -136,6 +141,10 @@ class Persistence:
 
     async def delete(self, tenant: str, provider: str) -> None:
         self._dirty.pop((tenant, provider), None)
+        self._deleted.add((tenant, provider))
+        await self._delete_stored(tenant, provider)
+
+    async def _delete_stored(self, tenant: str, provider: str) -> None:
         try:
             await self.store.delete(tenant, provider)
         except StoreError as exc:
@@ -162,14 +171,14 @@ class Persistence:
         if unconditional:
             if cfg.unknown_kid_cooldown <= 0:
                 return None
-            name, ttl = f"{cfg.provider}/unknown-kid", cfg.unknown_kid_cooldown
+            purpose, ttl = "unknown-kid", cfg.unknown_kid_cooldown
         else:
-            name, ttl = cfg.provider, max(cfg.min_ttl / 2, cfg.retry.deadline + 1.0)
+            purpose, ttl = "refresh", max(cfg.min_ttl / 2, cfg.retry.deadline + 1.0)
         # captured before the first await: a notice (and the adoption it causes) may arrive during any
         # of the Redis round trips below, and must not be missed
         before, notice = provider.published, provider.notice
         try:
-            token = await store.acquire_lease(cfg.tenant, name, ttl)
+            token = await store.acquire_lease(cfg.tenant, cfg.provider, ttl, purpose=purpose)
         except StoreError as exc:
             self._failed(f"lease for {cfg.tenant}/{cfg.provider} unavailable, fetching locally: {exc}")
             return None

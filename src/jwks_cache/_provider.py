@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -10,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
 
 from ._clock import Clock, fail_at
 from ._config import ProviderConfig
@@ -61,6 +61,8 @@ class Provider:
         rng: random.Random,
         *,
         closed_error: Callable[[], JwksCacheError],
+        spawn: Callable[..., object],
+        wake: Callable[[Provider], None],
         on_publish: Callable[[Provider, Published], None] | None = None,
         published: Published | None = None,
         fleet: Persistence | None = None,
@@ -75,10 +77,12 @@ class Provider:
         self._fleet = fleet
         self.lease_token: str | None = None  # fleet mode: held while this instance refreshes for all
         self.notice = anyio.Event()  # fleet mode: set when another instance announces a new set
-        self.scope = anyio.CancelScope()
-        self._tg: TaskGroup | None = None
+        self._spawn = spawn  # the Registry's task group: flights are its tasks, not ours
+        self._wake = wake  # the Registry's scheduler: told whenever next_refresh changes
+        self.closed = False
+        self.scheduled_at: float | None = None  # the wake-up the scheduler holds for us
+        self._flight_scope: anyio.CancelScope | None = None
         self.flight: _Flight | None = None
-        self._nap: anyio.CancelScope | None = None
         self.next_refresh = -math.inf if published is None else self._after_success(published)
         self.cooldown = KidCooldown(config.unknown_kid_cooldown)
         self.last_error: JwksCacheError | None = None
@@ -95,49 +99,45 @@ class Provider:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """The refresh loop; flights run in this provider's own group so unregister cancels them too."""
-        with self.scope:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                task_status.started()  # before any network I/O: register() stays I/O-free
-                while True:
-                    await self._nap_until_due()
-                    await (self.flight or self.start_flight(conditional=True)).done.wait()
-
     def close(self) -> None:
-        self.scope.cancel()
-
-    async def _nap_until_due(self) -> None:
-        while self._clock.monotonic() < self.next_refresh:
-            with anyio.CancelScope() as nap:
-                self._nap = nap
-                await self._clock.sleep_until(self.next_refresh)
-            self._nap = None
+        """Stop for good: no more wake-ups, and the flight in progress (if any) is cancelled."""
+        self.closed = True
+        if self._flight_scope is not None:
+            self._flight_scope.cancel()
 
     def _reschedule(self, when: float) -> None:
         self.next_refresh = when
-        if self._nap is not None:
-            self._nap.cancel()
+        self._wake(self)
 
     # -- single flight ---------------------------------------------------------------------------
 
     def start_flight(self, *, conditional: bool) -> _Flight:
         if self.flight is not None:
             return self.flight
-        if self._tg is None:
+        if self.closed:
             raise self._closed_error()
         deadline = self._clock.monotonic() + self._flight_budget()
         flight = self.flight = _Flight(deadline, conditional)
-        self._tg.start_soon(self._fly, flight, name=f"jwks-cache fetch {self.config.tenant}/{self.config.provider}")
+        self._spawn(self._fly, flight, name=f"jwks-cache fetch {self.config.tenant}/{self.config.provider}")
         return flight
 
     def _flight_budget(self) -> float:
-        # discovery may run its own retry sequence before the JWKS one
-        rounds = 1 if self.config.jwks_url is not None else 2
+        # discovery may run its own retry sequence before the JWKS one, and in fleet mode a flight
+        # may first wait (up to one deadline) for the lease holder's notice
+        rounds = (1 if self.config.jwks_url is not None else 2) + (1 if self._fleet is not None else 0)
         return rounds * self.config.retry.deadline + _WAIT_MARGIN
 
     async def _fly(self, flight: _Flight) -> None:
+        with anyio.CancelScope() as scope:
+            self._flight_scope = scope
+            if self.closed:
+                scope.cancel()  # closed between start_soon and now
+            await self._fly_in_scope(flight)
+        self._flight_scope = None
+        if not self.closed:
+            self._wake(self)  # the scheduler consumed our wake-up to start this flight, or we moved it
+
+    async def _fly_in_scope(self, flight: _Flight) -> None:
         try:
             outcome = await self._obtain(flight)
         except (FetchError, SecurityError) as exc:
@@ -300,6 +300,15 @@ class Provider:
             return self._reject(kid)
         if cooldown.may_refresh(now):
             cooldown.note_refresh(now)
+            if self.flight is not None and self.flight.conditional:
+                # a revalidation in flight may be answered 304 by a CDN that hides the rotation:
+                # let it land, then ask unconditionally if the kid is still missing
+                with contextlib.suppress(FetchError, SecurityError):
+                    await self.wait(self.flight)
+                pub = self.published
+                entry = _pick(pub.table, kid, alg) if pub is not None else None
+                if entry is not None:
+                    return entry
             flight = self.flight or self.start_flight(conditional=False)
         elif self.flight is not None:
             flight = self.flight  # a refresh is already on its way: share it rather than fail

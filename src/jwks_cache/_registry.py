@@ -26,6 +26,7 @@ from ._persistence import Persistence
 from ._provider import Provider
 from ._published import Published
 from ._refresh import Refresher
+from ._scheduler import Scheduler
 from ._security import HopPolicy, check_url, host_allowed
 from ._status import provider_status
 from ._stores import SharedStore, SnapshotStore
@@ -97,6 +98,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._fetcher: Fetcher | None = None
         self._telemetry = Telemetry(meter_provider=meter_provider, tracer_provider=tracer_provider)
         self._persistence: Persistence | None = None
+        self._scheduler = Scheduler(self._clock)
         self._accepted_urls: set[tuple[str, HopPolicy]] = set()
         self._tables = TableCache()  # identical key sets share one parsed table
         self._header_cache: HeaderCache = {}  # vetted JWS headers by their base64url text
@@ -119,6 +121,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         try:
             async with _unwrap_single(), self._store_context(), anyio.create_task_group() as tg:
                 self._tg = tg
+                await tg.start(self._scheduler.run, name="jwks-cache scheduler")
                 await self._start_persistence(tg)
                 try:
                     yield self
@@ -179,9 +182,8 @@ class Registry(anyio.AsyncContextManagerMixin):
             return
         for provider in list(self._providers.values()):
             if provider.published is not None:
-                snapshot = self._persistence.snapshot_of(provider, provider.published)
-                if snapshot is not None:
-                    await self._persistence.save(snapshot)
+                self._persistence.mark_dirty(provider, provider.published)
+        await self._persistence.flush()  # through the same queue as the persister: no older-over-newer
 
     async def restore(self) -> None:
         """Load stored sets for registered providers; never replaces a newer in-memory set."""
@@ -196,6 +198,11 @@ class Registry(anyio.AsyncContextManagerMixin):
                 published = self._persistence.published_from(found, snapshot)
                 if published is not None:
                     found.adopt(published)
+
+    def _spawn_flight(self, func: Any, *args: Any, name: str) -> None:
+        """Start a fetch in the registry's group; during shutdown that is RegistryClosedError, not RuntimeError."""
+        tg = self._check_open()
+        tg.start_soon(func, *args, name=name)
 
     def _closed_error(self) -> JwksCacheError:
         return RegistryClosedError("the Registry is closed")
@@ -215,7 +222,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         Raises:
             ConfigError: the registration violates a registry floor (https, allowed domains).
         """
-        tg = self._check_open()
+        self._check_open()
         config = self._apply_defaults(config)
         policy = self._policy_for(config)
         assert self._fetcher is not None
@@ -231,17 +238,21 @@ class Registry(anyio.AsyncContextManagerMixin):
             self._clock,
             self._rng,
             closed_error=lambda: self._gone_error(config.tenant, config.provider),
+            spawn=self._spawn_flight,
+            wake=self._scheduler.schedule,
             on_publish=self._on_publish,
             published=kept,
             fleet=persistence if persistence is not None and persistence.shared else None,
         )
         if kept is None and persistence is not None:
             await self._restore_one(provider, persistence)
-        await tg.start(provider.run, name=f"jwks-cache loop {config.tenant}/{config.provider}")
+        await anyio.lowlevel.checkpoint()
+        replaced = self._providers.get(config.key)  # re-read: another register() may have run meanwhile
         self._providers[config.key] = provider
         self._tenants.setdefault(config.tenant, {})[config.provider] = provider
-        if old is not None:
-            old.close()
+        if replaced is not None:
+            replaced.close()
+        self._scheduler.schedule(provider)  # the first fetch starts from the scheduler, not from here
 
     async def _restore_one(self, provider: Provider, persistence: Persistence) -> None:
         """Before the first lookup: a stored set (from the entry restore, else the store) if still usable."""
@@ -439,9 +450,7 @@ async def _unwrap_single() -> AsyncIterator[None]:
     try:
         yield
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
+        if len(group.exceptions) == 1:  # one level only: a caller's own ExceptionGroup stays one
             inner = group.exceptions[0]
-            while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
-                inner = inner.exceptions[0]
             raise inner from inner.__cause__
         raise

@@ -40,15 +40,25 @@ def hop_policy(policy: HopPolicy, url: str) -> Iterator[None]:
 
 
 class _GuardedStream(httpcore.AsyncNetworkStream):
-    """Delegates I/O; checks the pin once the handshake is done, before the request is written."""
+    """Delegates I/O; checks the pin after the handshake and again before each request is written.
 
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+    The second check matters for keep-alive: a connection opened for one provider (no pin, or
+    another) may be reused for a request whose provider pins, and that request must not be sent.
+    """
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream, der: bytes | None = None) -> None:
         self._inner = inner
+        self._der = der  # the peer's leaf certificate, when this is a TLS stream
+        self._accepted: tuple[str, ...] | None = None  # the pin set this connection last satisfied
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return await self._inner.read(max_bytes, timeout)
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        hop = _HOP.get()
+        if hop is not None and hop[0].pinned_spki and hop[0].pinned_spki != self._accepted:
+            check_pin(self._der, hop[0], url=hop[1])
+            self._accepted = hop[0].pinned_spki
         await self._inner.write(buffer, timeout)
 
     async def aclose(self) -> None:
@@ -61,16 +71,16 @@ class _GuardedStream(httpcore.AsyncNetworkStream):
         self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
     ) -> httpcore.AsyncNetworkStream:
         tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
+        ssl_object = tls.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         hop = _HOP.get()
         if hop is not None and hop[0].pinned_spki:
-            ssl_object = tls.get_extra_info("ssl_object")
-            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
             try:
                 check_pin(der, hop[0], url=hop[1])
             except BaseException:
                 await tls.aclose()
                 raise
-        return _GuardedStream(tls)
+        return _GuardedStream(tls, der)
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):

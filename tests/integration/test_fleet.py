@@ -10,7 +10,7 @@ import anyio
 import pytest
 from tests.helpers import PROVIDER, QUICK_RETRY, TENANT, config_for, loopback_registry
 
-from jwks_cache import Registry, RetryPolicy
+from jwks_cache import KeyNotFoundError, Registry, RetryPolicy
 from jwks_cache.redis import RedisStore
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 from redis_servers import coredis_outage
@@ -141,3 +141,17 @@ async def test_a_due_refresh_while_another_instance_holds_the_lease_waits_instea
             assert all(reg.status(TENANT, PROVIDER).refreshes <= 1 for reg in registries)
             assert idp.request_count == 1
             assert all(reg.status(TENANT, PROVIDER).next_refresh is not None for reg in registries)
+
+
+async def test_an_unknown_kid_sprayed_at_every_instance_costs_one_fleet_wide_refresh(
+    redis_server: Any, redis_namespace: str
+) -> None:
+    with anyio.fail_after(30):
+        async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
+            registries = await _fleet(stack, redis_server.url, redis_namespace, shared=True, count=4)
+            await _cold_lookups(idp, registries, unknown_kid_cooldown=30.0)
+            before = idp.request_count
+            for reg in registries:
+                with pytest.raises(KeyNotFoundError):
+                    await reg.get_key(TENANT, PROVIDER, "bogus")
+            assert idp.request_count - before == 1

@@ -326,7 +326,7 @@ async def test_reregister_and_unregister_leak_no_tasks_and_keep_keys_for_the_sam
             assert idp.request_count == 1  # the same URL: keys kept, nothing refetched
             assert await reg.unregister(TENANT, PROVIDER) is True
             await clock.settle()
-            assert len(anyio.get_running_tasks()) == baseline - 1
+            assert len(anyio.get_running_tasks()) == baseline  # providers own no tasks between flights
             assert await reg.unregister(TENANT, PROVIDER) is False
             with pytest.raises(NotRegisteredError):
                 await reg.get_key(TENANT, PROVIDER, kid)
@@ -418,3 +418,49 @@ async def test_negative_cache_makes_cold_lookups_fail_fast_after_a_failure() -> 
             await clock.advance(10.5)
             await eventually(lambda: idp.request_count >= 2, clock=clock)
             assert (await reg.get_key(TENANT, PROVIDER, idp.kids[0])).kid == idp.kids[0]
+
+
+def _library_tasks() -> list[str]:
+    return [t.name for t in anyio.get_running_tasks() if t.name.startswith("jwks-cache")]
+
+
+async def test_idle_providers_cost_no_tasks_and_unregister_cancels_a_flight_in_progress() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            for i in range(50):
+                await reg.register(config_for(idp, tenant=f"t{i}"))
+            await clock.settle()
+            assert idp.request_count == 50
+            assert _library_tasks() == ["jwks-cache scheduler"]  # not one task per provider
+            idp.stall(math.inf)
+            await reg.register(config_for(idp, tenant="stalled"))
+            await idp.wait_for_requests(51)
+            assert sorted(_library_tasks()) == ["jwks-cache fetch stalled/idp", "jwks-cache scheduler"]
+            assert await reg.unregister("stalled", PROVIDER)
+            await anyio.wait_all_tasks_blocked()
+            assert _library_tasks() == ["jwks-cache scheduler"]
+            idp.recover()
+
+
+async def test_concurrent_registrations_of_one_provider_leave_exactly_one_running() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            async with anyio.create_task_group() as tg:
+                for early in (31.0, 32.0, 33.0):
+                    tg.start_soon(reg.register, config_for(idp, refresh_early=early))
+            await clock.settle()
+            live = [p for p in reg._providers.values() if not p.closed]
+            assert len(reg._providers) == 1 and len(live) == 1
+            await clock.advance(3600)
+            assert idp.request_count <= 1 + 3600 // 270 + 1  # one provider's schedule, not three
+
+
+async def test_a_callers_own_exception_group_comes_out_as_itself() -> None:
+    async with LocalIdentityProvider() as idp:
+        with pytest.raises(ExceptionGroup) as info:  # noqa: PT012
+            async with loopback_registry() as reg:
+                await reg.register(config_for(idp))
+                raise ExceptionGroup("mine", [KeyError("a"), KeyError("b")])
+        assert info.value.message == "mine"

@@ -251,3 +251,18 @@ async def test_a_redirect_to_a_host_httpx_cannot_encode_fails_the_refresh_not_th
             assert await _cached_kids(reg) == before
             with pytest.raises(ConfigError, match="jwks_url"):
                 await reg.register(config_for(idp, jwks_url="http://xn--rp17e/jwks"))
+
+
+async def test_a_pooled_connection_is_not_reused_for_a_provider_whose_pin_it_fails() -> None:
+    wrong = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider(tls=True) as idp:
+            client = guarded_client(verify=idp.ssl_context)
+            async with client, Registry(http_client=client, allow_private_networks=True) as reg:
+                await reg.register(config_for(idp))  # no pin: opens and pools a connection
+                await reg.refresh(TENANT, PROVIDER)
+                served = idp.request_count
+                await reg.register(config_for(idp, provider="pinned", pinned_spki=(wrong,)))
+                with pytest.raises(SecurityError, match="pin"):
+                    await reg.refresh(TENANT, "pinned")
+                assert idp.request_count == served  # refused before the request was written

@@ -71,7 +71,7 @@ class SharedStore(SnapshotStore, Protocol):
 
     shared: bool
 
-    async def acquire_lease(self, tenant: str, provider: str, ttl: float) -> str | None:
+    async def acquire_lease(self, tenant: str, provider: str, ttl: float, *, purpose: str = "refresh") -> str | None:
         """Try to become the one instance refreshing this provider for ``ttl`` seconds.
 
         Returns:
@@ -79,7 +79,7 @@ class SharedStore(SnapshotStore, Protocol):
         """
         ...
 
-    async def release_lease(self, tenant: str, provider: str, token: str) -> None:
+    async def release_lease(self, tenant: str, provider: str, token: str, *, purpose: str = "refresh") -> None:
         """Give the lease back early; a no-op unless ``token`` still owns it (it may have expired)."""
         ...
 

@@ -64,6 +64,9 @@ def _import_coredis() -> Any:
     return coredis
 
 
+_PURPOSE_RE: Final = re.compile(r"[a-z][a-z-]{0,31}")
+
+
 class RedisStore:
     """A :class:`SnapshotStore` in Redis; with ``shared=True`` a fleet's :class:`SharedStore`.
 
@@ -175,10 +178,13 @@ class RedisStore:
         _codec.check_names(tenant, provider)
         return f"{self._namespace}:{{{tenant}/{provider}}}:snap"
 
-    def lease_key(self, tenant: str, provider: str) -> str:
-        """The Redis key holding the provider's refresh lease (same slot as the snapshot)."""
+    def lease_key(self, tenant: str, provider: str, purpose: str = "refresh") -> str:
+        """The Redis key holding one of the provider's leases (same slot as the snapshot)."""
         _codec.check_names(tenant, provider)
-        return f"{self._namespace}:{{{tenant}/{provider}}}:lease"
+        if _PURPOSE_RE.fullmatch(purpose) is None:
+            raise StoreError(f"invalid lease purpose {purpose!r}")
+        suffix = "lease" if purpose == "refresh" else f"lease:{purpose}"
+        return f"{self._namespace}:{{{tenant}/{provider}}}:{suffix}"
 
     @property
     def channel(self) -> str:
@@ -274,7 +280,7 @@ class RedisStore:
                 pipe.get(key)
         return pipe.results or ()
 
-    async def acquire_lease(self, tenant: str, provider: str, ttl: float) -> str | None:
+    async def acquire_lease(self, tenant: str, provider: str, ttl: float, *, purpose: str = "refresh") -> str | None:
         """Take the provider's refresh lease for ``ttl`` seconds unless someone holds it (SET NX PX).
 
         Returns:
@@ -282,7 +288,7 @@ class RedisStore:
         """
         if not ttl > 0:
             raise StoreError(f"lease ttl must be > 0 (got {ttl!r})")
-        key, token, ttl_ms = self.lease_key(tenant, provider), secrets.token_hex(16), max(1, int(ttl * 1000))
+        key, token, ttl_ms = self.lease_key(tenant, provider, purpose), secrets.token_hex(16), max(1, int(ttl * 1000))
         acquired = await self._call("SET NX", lambda: self._set_nx(key, token, ttl_ms))
         return token if acquired else None
 
@@ -291,9 +297,9 @@ class RedisStore:
 
         return bool(await self._client.set(key, token, condition=PureToken.NX, px=ttl_ms))
 
-    async def release_lease(self, tenant: str, provider: str, token: str) -> None:
+    async def release_lease(self, tenant: str, provider: str, token: str, *, purpose: str = "refresh") -> None:
         """Delete the lease only while ``token`` owns it (compare-and-delete in Lua)."""
-        key = self.lease_key(tenant, provider)
+        key = self.lease_key(tenant, provider, purpose)
         await self._call("EVAL (release lease)", lambda: self._client.eval(_RELEASE_SCRIPT, keys=[key], args=[token]))
 
     async def publish(self, snapshot: Snapshot) -> None:
