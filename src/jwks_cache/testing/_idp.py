@@ -164,6 +164,7 @@ class LocalIdentityProvider:
             tg.cancel_scope.cancel()  # cuts stalls and drips mid-response
             # The body's own exception is not handed to the group, so it surfaces as itself.
             await tg.__aexit__(None, None, None)
+            self._keyring.release()  # RSA keys are slow to make: later providers reuse them
 
     async def _serve(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         try:

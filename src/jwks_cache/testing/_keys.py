@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any, Final, TypeAlias
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, KeyParameters, KeySetSerialization, OKPKey, RSAKey
@@ -35,8 +36,35 @@ _MAX_KEYS: Final = 100
 SigningKey: TypeAlias = RSAKey | ECKey | OKPKey
 
 
+class _RsaPool:
+    """RSA private keys handed back by key rings that are done with them.
+
+    Generating a 2048-bit key costs ~60 ms, two per identity provider, so a test suite would spend
+    most of its time there. Keys return to the pool only when their ring is released (its
+    LocalIdentityProvider exited), so two providers alive at once never share key material.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[rsa.RSAPrivateKey] = []
+
+    def take(self) -> rsa.RSAPrivateKey:
+        if self._free:
+            return self._free.pop()
+        return rsa.generate_private_key(public_exponent=65537, key_size=_RSA_BITS)
+
+    def give(self, key: rsa.RSAPrivateKey) -> None:
+        if len(self._free) < _POOL_CAP:
+            self._free.append(key)
+
+
+_POOL_CAP: Final = 64
+_RSA_POOL: Final = _RsaPool()  # process-wide by design: test-only key material, see _RsaPool
+
+
 def generate_key(alg: str, kid: str) -> SigningKey:
     """Generate a private key for ``alg`` whose public JWK carries ``kid``, ``alg`` and ``use=sig``.
+
+    RSA keys may come from keys released by earlier key rings (see :meth:`KeyRing.release`).
 
     Raises:
         ConfigError: ``alg`` is not one of :data:`SUPPORTED_ALGORITHMS`.
@@ -44,7 +72,7 @@ def generate_key(alg: str, kid: str) -> SigningKey:
     _check_alg(alg)
     parameters: KeyParameters = {"kid": kid, "alg": alg, "use": "sig"}
     if alg.startswith(("RS", "PS")):
-        return RSAKey.generate_key(_RSA_BITS, parameters=parameters, private=True)
+        return RSAKey.import_key(_RSA_POOL.take(), parameters=parameters)
     if alg in _EC_CURVES:
         return ECKey.generate_key(_EC_CURVES[alg], parameters=parameters, private=True)
     return OKPKey.generate_key("Ed25519", parameters=parameters, private=True)
@@ -74,6 +102,7 @@ class KeyRing:
         self._keys: dict[str, SigningKey] = {}
         self._published: list[str] = []
         self._serial = 0
+        self._released = False
         for _ in range(count):
             self.add_key()
 
@@ -118,6 +147,20 @@ class KeyRing:
         if oldest is not None:
             self.remove_key(oldest)
         return new_kid
+
+    def release(self) -> None:
+        """Offer this ring's RSA keys to rings created later (its own provider has stopped serving).
+
+        The ring itself keeps working for assertions after the provider exited; only rings made
+        afterwards may draw the same key material, never two live providers at once.
+        """
+        if self._released:
+            return
+        self._released = True
+        for key in self._keys.values():
+            raw = key.private_key if isinstance(key, RSAKey) else None
+            if isinstance(raw, rsa.RSAPrivateKey):
+                _RSA_POOL.give(raw)
 
     def public_jwks(self) -> KeySetSerialization:
         """The JWK Set document of the published keys, public members only."""
