@@ -51,7 +51,43 @@ def _fresh_copy(exc: JwksCacheError) -> JwksCacheError:
 
 
 class Provider:
-    """Owns one registration's keys; the Registry owns the Provider's task."""
+    """Owns one registration's keys and schedule; the Registry's scheduler and task group run it.
+
+    ``__slots__`` and lazily made helpers (the kid cooldown, the fleet notice event) because a
+    registry may hold tens of thousands of these.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_closed_error",
+        "_cooldown",
+        "_fleet",
+        "_flight_scope",
+        "_notice",
+        "_on_publish",
+        "_rng",
+        "_spawn",
+        "_stale_logged",
+        "_wake",
+        "closed",
+        "config",
+        "error_count",
+        "flight",
+        "hits",
+        "last_error",
+        "last_failure_at",
+        "lease_token",
+        "misses",
+        "next_refresh",
+        "not_modified",
+        "published",
+        "refresh_errors",
+        "refresher",
+        "refreshes",
+        "scheduled_at",
+        "stale_serves",
+        "unknown_kid_rejections",
+    )
 
     def __init__(
         self,
@@ -76,7 +112,7 @@ class Provider:
         self.published = published
         self._fleet = fleet
         self.lease_token: str | None = None  # fleet mode: held while this instance refreshes for all
-        self.notice = anyio.Event()  # fleet mode: set when another instance announces a new set
+        self._notice: anyio.Event | None = None  # fleet mode: set when another instance announces a set
         self._spawn = spawn  # the Registry's task group: flights are its tasks, not ours
         self._wake = wake  # the Registry's scheduler: told whenever next_refresh changes
         self.closed = False
@@ -84,7 +120,7 @@ class Provider:
         self._flight_scope: anyio.CancelScope | None = None
         self.flight: _Flight | None = None
         self.next_refresh = -math.inf if published is None else self._after_success(published)
-        self.cooldown = KidCooldown(config.unknown_kid_cooldown)
+        self._cooldown: KidCooldown | None = None  # made on the first unknown kid
         self.last_error: JwksCacheError | None = None
         self.last_failure_at = -math.inf
         self.error_count = 0
@@ -98,6 +134,19 @@ class Provider:
         self._stale_logged: Published | None = None  # the set whose stale serving was logged
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def cooldown(self) -> KidCooldown:
+        if self._cooldown is None:
+            self._cooldown = KidCooldown(self.config.unknown_kid_cooldown)
+        return self._cooldown
+
+    @property
+    def notice(self) -> anyio.Event:
+        """Fleet mode: set when another instance announces a new set (replaced after each)."""
+        if self._notice is None:
+            self._notice = anyio.Event()
+        return self._notice
 
     def close(self) -> None:
         """Stop for good: no more wake-ups, and the flight in progress (if any) is cancelled."""
@@ -176,13 +225,15 @@ class Provider:
         if current is not None and published.wall_fetched_at <= current.wall_fetched_at:
             return  # never replace a newer in-memory set
         self.published = published
-        self.cooldown.forget_all()
+        if self._cooldown is not None:
+            self._cooldown.forget_all()
         self._reschedule(self._after_success(published))
 
     def announce(self) -> None:
         """Wake flights waiting for another instance's fetch (fleet mode)."""
-        notice, self.notice = self.notice, anyio.Event()
-        notice.set()
+        notice, self._notice = self._notice, None
+        if notice is not None:
+            notice.set()
 
     def _record_success(self, published: Published) -> None:
         previous = self.published
@@ -194,8 +245,9 @@ class Provider:
             log_stale_ended(self.config, reason="refreshed")
         if previous is not None and published.body is previous.body:
             self.not_modified += 1  # a 304 re-dates the same Published body
-        if previous is None or published.table is not previous.table:
-            self.cooldown.forget_all()  # a different key set: kids found absent may exist now
+        changed = previous is None or published.table is not previous.table
+        if changed and self._cooldown is not None:  # a different key set: absent kids may exist now
+            self._cooldown.forget_all()
         if self.last_error is not None:
             log.info(
                 "jwks-cache %s/%s: keys refreshed after %s", self.config.tenant, self.config.provider, self.last_error
