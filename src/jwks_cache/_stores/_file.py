@@ -12,8 +12,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 import anyio.lowlevel
 import anyio.to_thread
@@ -21,6 +20,7 @@ import anyio.to_thread
 from .._errors import StoreError
 from .._models import Snapshot
 from . import _codec
+from ._protocol import ClosesOnExit
 
 __all__ = ["FileStore"]
 
@@ -29,7 +29,7 @@ _SEPARATOR: Final = "~"  # outside both name alphabets, so the split is unambigu
 _DIR_MODE: Final = 0o700  # key sets are public, but their freshness metadata is operational data
 
 
-class FileStore:
+class FileStore(ClosesOnExit):
     """A :class:`SnapshotStore` on the local file system: the embedded default for one host.
 
     Files are named ``{tenant}~{provider}.jwks``; temporary files start with a dot and are never
@@ -60,17 +60,6 @@ class FileStore:
     def directory(self) -> Path:
         """Where the snapshot files live."""
         return self._directory
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def path_for(self, tenant: str, provider: str) -> Path:
         """The file holding the provider's snapshot."""

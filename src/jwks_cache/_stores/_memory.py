@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
 import anyio.lowlevel
 
 from .._models import Snapshot
 from . import _codec
+from ._protocol import ClosesOnExit
 
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(ClosesOnExit):
     """A :class:`SnapshotStore` that lives as long as the object.
 
     Snapshots go through the same codec (and HMAC, with ``hmac_key``) as the persistent stores, so a
@@ -36,17 +34,6 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._data)} snapshots)"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def load(self, tenant: str, provider: str) -> Snapshot | None:
         """The provider's snapshot, or ``None`` if absent or unusable (logged)."""

@@ -11,7 +11,7 @@ import anyio.abc
 
 from .._models import Snapshot
 
-__all__ = ["NoticeHandler", "SharedStore", "SnapshotStore"]
+__all__ = ["ClosesOnExit", "NoticeHandler", "SharedStore", "SnapshotStore"]
 
 #: Called by :meth:`SharedStore.listen` with ``(tenant, provider)`` for every change notice.
 NoticeHandler = Callable[[str, str], Awaitable[None]]
@@ -101,3 +101,21 @@ class SharedStore(SnapshotStore, Protocol):
         attempt failed, so the owner's startup never waits on an outage.
         """
         ...
+
+
+class ClosesOnExit:
+    """``async with store:`` for the stores: entering opens nothing, leaving calls ``aclose()``."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError

@@ -18,7 +18,6 @@ import random
 import re
 import secrets
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import anyio
@@ -29,7 +28,7 @@ from .._clock import SystemClock
 from .._errors import ConfigError, StoreError
 from .._models import Snapshot
 from . import _codec
-from ._protocol import NoticeHandler
+from ._protocol import ClosesOnExit, NoticeHandler
 
 if TYPE_CHECKING:
     import coredis
@@ -67,7 +66,7 @@ def _import_coredis() -> Any:
 _PURPOSE_RE: Final = re.compile(r"[a-z][a-z-]{0,31}")
 
 
-class RedisStore:
+class RedisStore(ClosesOnExit):
     """A :class:`SnapshotStore` in Redis; with ``shared=True`` a fleet's :class:`SharedStore`.
 
     Enter it before use and leave it in the same task (the Registry does both). Every method raises
@@ -155,14 +154,6 @@ class RedisStore:
                 raise StoreError(f"cannot open redis client: {exc}") from exc
         self._depth += 1
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the client made from a URL (once per entry); a passed client stays open."""
