@@ -204,8 +204,5 @@ def decode_config(data: Any, type: type[_T]) -> _T:  # noqa: A002
     """Convert a dict (from JSON/TOML/YAML) into a config Struct, mapping msgspec errors to ConfigError."""
     try:
         return msgspec.convert(data, type=type, strict=False)
-    except msgspec.ValidationError as exc:
-        cause = exc.__cause__ or exc.__context__
-        if isinstance(cause, ConfigError):
-            raise ConfigError(str(cause)) from exc
+    except msgspec.ValidationError as exc:  # a ConfigError from __post_init__ passes through msgspec as itself
         raise ConfigError(f"invalid {type.__name__}: {exc}") from exc

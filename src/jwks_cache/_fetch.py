@@ -9,7 +9,6 @@ chunk could become 64 MiB before any cap applies.
 from __future__ import annotations
 
 import ipaddress
-import socket
 import zlib
 from collections.abc import Callable
 from typing import Final
@@ -17,14 +16,13 @@ from typing import Final
 import anyio
 import httpx
 import msgspec
-from anyio import getaddrinfo
 
 from ._clock import Clock, fail_at
 from ._errors import FetchError, ResponseTooLargeError, SecurityError
 from ._schedule import retry_after_delay
 from ._security import HopPolicy, check_address, check_content_type, check_pin, check_url, resolve_redirect
 from ._telemetry import Telemetry
-from ._transport import GuardedTransport, hop_policy
+from ._transport import GuardedTransport, hop_policy, resolve_checked
 
 __all__ = ["FetchResult", "Fetcher", "Headers"]
 
@@ -185,11 +183,9 @@ async def _check_resolved(host: str, url: str, policy: HopPolicy) -> None:
     else:
         return  # an IP literal was already judged by check_url
     try:
-        infos = await getaddrinfo(host, 443, type=socket.SOCK_STREAM)
+        await resolve_checked(host, 443, policy, url=url)
     except OSError as exc:
         raise FetchError(f"GET {url}: cannot resolve {host}: {exc}", url=url, transient=True) from exc
-    for info in infos:
-        check_address(str(info[4][0]), policy, url=url)
 
 
 def _check_connection(response: httpx.Response, url: str, policy: HopPolicy) -> None:

@@ -57,28 +57,3 @@ class Published:
         self.etag = etag
         self.last_modified = last_modified
         self.no_store = no_store
-
-    def revalidated(
-        self,
-        *,
-        fetched_at: float,
-        ttl: float,
-        stale_while_error: float,
-        wall_fetched_at: float,
-        etag: str | None,
-        last_modified: str | None,
-        no_store: bool,
-    ) -> Published:
-        """The same keys with the freshness a 304 granted (validators updated when the 304 sent new ones)."""
-        return Published(
-            table=self.table,
-            body=self.body,
-            url=self.url,
-            fetched_at=fetched_at,
-            ttl=ttl,
-            stale_while_error=stale_while_error,
-            wall_fetched_at=wall_fetched_at,
-            etag=etag or self.etag,
-            last_modified=last_modified or self.last_modified,
-            no_store=no_store,
-        )

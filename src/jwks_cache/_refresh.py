@@ -95,24 +95,30 @@ class Refresher:
         result = await self._get(url, extra, self._config.max_response_bytes)
         cfg = self._config
         fresh = compute_freshness(result.headers, now=result.received_at, min_ttl=cfg.min_ttl, max_ttl=cfg.max_ttl)
-        common = {
-            "fetched_at": self._clock.monotonic(),
-            "ttl": fresh.ttl,
-            "stale_while_error": cfg.stale_while_error,
-            "wall_fetched_at": result.received_at,
-            "etag": fresh.etag,
-            "last_modified": fresh.last_modified,
-            "no_store": fresh.no_store,
-        }
         if result.status == 304:
             if current is None or not extra:
                 raise FetchError(f"GET {url}: 304 Not Modified to an unconditional request", url=url, status=304)
-            return current.revalidated(**common)  # type: ignore[arg-type]
-        assert result.body is not None
-        table = self._tables.parse(result.body, url=url, max_keys=cfg.max_keys)
-        if table.skipped and (current is None or current.body != result.body):
-            log_skipped_keys(cfg, url, table.skipped)  # once per new set, not on every refetch of it
-        return Published(table=table, body=result.body, url=url, **common)  # type: ignore[arg-type]
+            # the same keys, with the freshness the 304 grants (and its validators, when it sent new ones)
+            table, body, url = current.table, current.body, current.url
+            etag, last_modified = fresh.etag or current.etag, fresh.last_modified or current.last_modified
+        else:
+            assert result.body is not None
+            table, body = self._tables.parse(result.body, url=url, max_keys=cfg.max_keys), result.body
+            if table.skipped and (current is None or current.body != body):
+                log_skipped_keys(cfg, url, table.skipped)  # once per new set, not on every refetch of it
+            etag, last_modified = fresh.etag, fresh.last_modified
+        return Published(
+            table=table,
+            body=body,
+            url=url,
+            fetched_at=self._clock.monotonic(),
+            ttl=fresh.ttl,
+            stale_while_error=cfg.stale_while_error,
+            wall_fetched_at=result.received_at,
+            etag=etag,
+            last_modified=last_modified,
+            no_store=fresh.no_store,
+        )
 
     async def _get(self, url: str, extra: dict[str, str], max_bytes: int) -> FetchResult:
         cfg = self._config

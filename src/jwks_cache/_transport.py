@@ -23,7 +23,7 @@ from anyio import getaddrinfo
 
 from ._security import HopPolicy, check_address, check_pin
 
-__all__ = ["GuardedTransport", "guarded_client", "hop_policy"]
+__all__ = ["GuardedTransport", "guarded_client", "hop_policy", "resolve_checked"]
 
 #: The policy of the hop being sent, read by the backend when it opens a connection for it.
 _HOP: contextvars.ContextVar[tuple[HopPolicy, str] | None] = contextvars.ContextVar("jwks_cache_hop", default=None)
@@ -37,6 +37,15 @@ def hop_policy(policy: HopPolicy, url: str) -> Iterator[None]:
         yield
     finally:
         _HOP.reset(token)
+
+
+async def resolve_checked(host: str, port: int, policy: HopPolicy, *, url: str) -> list[str]:
+    """Every address DNS gives for ``host``, each judged by the policy (SSRF); OSError if DNS fails."""
+    infos = await getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
+        check_address(address, policy, url=url)
+    return addresses
 
 
 class _GuardedStream(httpcore.AsyncNetworkStream):
@@ -101,12 +110,10 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         target = host
         if hop is not None and not hop[0].allow_private_networks:
             try:
-                infos = await getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                addresses = await resolve_checked(host, port, hop[0], url=hop[1])
             except OSError as exc:
                 raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
-            for info in infos:
-                check_address(str(info[4][0]), hop[0], url=hop[1])
-            target = str(infos[0][4][0])  # connect to what was checked: no second DNS answer
+            target = addresses[0]  # connect to what was checked: no second DNS answer
         stream = await self._inner.connect_tcp(target, port, timeout, local_address, socket_options)
         return _GuardedStream(stream)
 

@@ -30,7 +30,7 @@ def public_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (table[host], port))]
 
-    monkeypatch.setattr("jwks_cache._fetch.getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr("jwks_cache._transport.getaddrinfo", fake_getaddrinfo)
     return table
 
 
