@@ -52,17 +52,16 @@ _CURVES: Final[dict[str, frozenset[str]]] = {
 _MATERIAL: Final[dict[str, tuple[str, ...]]] = {"RSA": ("n", "e"), "EC": ("x", "y"), "OKP": ("x",)}
 _COMMON_MEMBERS: Final = ("kty", "kid", "use", "key_ops", "alg", "x5c", "x5t", "x5t#S256")
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_VERIFIER_TYPES: Final[dict[str, tuple[type, ...]]] = {
-    "RSA": (rsa.RSAPublicKey,),
-    "EC": (ec.EllipticCurvePublicKey,),
-    "OKP": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
-}
 _EC_CURVES: Final[dict[str, ec.EllipticCurve]] = {
     "P-256": ec.SECP256R1(),
     "P-384": ec.SECP384R1(),
     "P-521": ec.SECP521R1(),
 }
 _JOSE_TYPES: Final = {"RSA": RSAKey, "EC": ECKey, "OKP": OKPKey}
+#: canonical objects for the names a table stores once per key
+_NAMES: Final[dict[str | None, str]] = {
+    name: name for name in (*_ALG_KEYS, *_MATERIAL, "P-256", "P-384", "P-521", "Ed25519", "Ed448")
+}
 _RSA_MIN_BITS: Final = 2048
 _RSA_MAX_BITS: Final = 16384  # bigger moduli only make every verify slower
 _MAX_STRING_CHARS: Final = 16 * 1024
@@ -72,15 +71,56 @@ _CANDIDATE_CAP: Final = 10  # kid-less tokens try at most this many keys (signat
 B64URL_CHARS: Final = re.compile(rb"[A-Za-z0-9_-]*")
 
 
-class KeyEntry(msgspec.Struct, frozen=True):
-    """One servable key; ``kid`` is the published one, never joserfc's generated thumbprint."""
+class KeyEntry:
+    """One servable key; ``kid`` is the published one, never joserfc's generated thumbprint.
 
-    kid: str | None
-    kty: str
-    alg: str | None
-    crv: str | None
-    jwk: Key
-    verifier: object
+    Its key objects (joserfc's and cryptography's) are made on first use, not at parse time: a
+    provider typically signs with one of its five keys, and an RSA key object costs about a
+    kilobyte of OpenSSL memory, so ten thousand tenants would otherwise hold fifty thousand of them
+    (and pay for making them on every restore). Parsing already judged the key exactly as making it
+    would, so making it later cannot fail. Until then the entry holds only its index in ``body``.
+    """
+
+    __slots__ = ("_jwk", "_verifier", "alg", "body", "crv", "index", "kid", "kty")
+
+    def __init__(self, *, index: int, kid: str | None, kty: str, alg: str | None, crv: str | None, body: bytes) -> None:
+        self.index = index  # position in the document's "keys" array
+        self.kid = kid
+        self.kty = kty
+        self.alg = alg
+        self.crv = crv
+        self.body = body  # the document it came from (shared with its table, not a copy)
+        self._jwk: Key | None = None  # set by the first use of :attr:`jwk`
+        self._verifier: object | None = None
+
+    def __repr__(self) -> str:
+        return f"KeyEntry(kid={self.kid!r}, kty={self.kty!r}, alg={self.alg!r}, crv={self.crv!r})"
+
+    @property
+    def jwk(self) -> Key:
+        """The joserfc key (public members only), made on first use."""
+        jwk = self._jwk
+        if jwk is None:
+            self._make()
+            jwk = self._jwk
+            assert jwk is not None
+        return jwk
+
+    @property
+    def verifier(self) -> object:
+        """The cryptography public key object, made on first use."""
+        verifier = self._verifier
+        if verifier is None:
+            self._make()
+            verifier = self._verifier
+        return verifier
+
+    def _make(self) -> None:
+        raw = decode_json(self.body)["keys"][self.index]
+        material = _check_material(raw, self.kty)
+        verifier = _public_key(self.kty, self.crv, material)
+        jwk = _JOSE_TYPES[self.kty].import_key(verifier, parameters=_parameters(raw, self.kty))  # type: ignore[attr-defined]
+        self._verifier, self._jwk = verifier, jwk
 
 
 class SkippedKey(msgspec.Struct, frozen=True):
@@ -104,31 +144,39 @@ def key_fits_alg(entry: KeyEntry, alg: str) -> bool:
 
 
 class KeyTable:
-    """The usable keys of one JWK Set; immutable after construction, shared by every lookup."""
+    """The usable keys of one JWK Set; immutable after construction, shared by every lookup.
 
-    __slots__ = ("__weakref__", "_by_alg", "_key_set", "_public", "by_kid", "entries", "key_ids", "skipped")
+    It keeps the document's bytes rather than a parsed tree: the bytes are what snapshots store
+    anyway and are several times smaller than the tree, and the public members, the joserfc
+    ``KeySet`` and each key object are derived from them on the (cold) paths that need them.
+    """
 
-    def __init__(
-        self,
-        entries: Sequence[KeyEntry],
-        skipped: Sequence[SkippedKey],
-        public: Sequence[Mapping[str, Any]],
-    ) -> None:
+    __slots__ = ("__weakref__", "_by_alg", "_key_set", "body", "by_kid", "entries", "key_ids", "made", "skipped")
+
+    def __init__(self, entries: Sequence[KeyEntry], skipped: Sequence[SkippedKey], body: bytes) -> None:
+        self.body = body
         self.entries: tuple[KeyEntry, ...] = tuple(entries)
-        self.skipped: tuple[SkippedKey, ...] = tuple(skipped)
+        self.skipped: tuple[SkippedKey, ...] = tuple(skipped) if skipped else ()
         # a plain dict, not a MappingProxyType: the warm lookup path reads it on every call and the
         # proxy doubles that cost; the table is never handed out, so nobody can mutate it
         self.by_kid: dict[str, KeyEntry] = {e.kid: e for e in self.entries if e.kid is not None}
         self.key_ids: tuple[str, ...] = tuple(self.by_kid)
-        self._public = tuple(public)
+        #: kid -> joserfc key, for the keys made so far: the warm lookup path's one dict read
+        self.made: dict[str, Key] = {}
         self._key_set: KeySet | None = None  # built on first resolve(): most tables never need it
-        self._by_alg = {
-            alg: tuple(e for e in self.entries if key_fits_alg(e, alg))[:_CANDIDATE_CAP] for alg in _ALG_KEYS
-        }
+        self._by_alg: dict[str, tuple[KeyEntry, ...]] | None = None  # built on the first kid-less token
+
+    def jwk(self, entry: KeyEntry) -> Key:
+        """``entry``'s joserfc key, made now if need be and then found by the warm path."""
+        jwk = entry.jwk
+        if entry.kid is not None:
+            self.made[entry.kid] = jwk
+        return jwk
 
     def public_jwks(self) -> dict[str, Any]:
         """The served keys as a JWK Set of public members only (a fresh copy the caller may keep)."""
-        return {"keys": copy.deepcopy(list(self._public))}
+        raw_keys = decode_json(self.body)["keys"]
+        return {"keys": [_public_members(raw_keys[e.index], e.kty, e.crv) for e in self.entries]}
 
     def key_set(self) -> KeySet:
         """A joserfc KeySet of the served keys, for ``Registry.resolve`` (built once, on first use).
@@ -137,7 +185,7 @@ class KeyTable:
         kids into kid-less keys, which must not leak into ``KeyEntry.jwk``.
         """
         if self._key_set is None:
-            self._key_set = KeySet([JWKRegistry.import_key(copy.deepcopy(dict(m))) for m in self._public])
+            self._key_set = KeySet([JWKRegistry.import_key(m) for m in self.public_jwks()["keys"]])
         return self._key_set
 
     def candidates(self, kid: str | None, alg: str) -> tuple[KeyEntry, ...]:
@@ -147,7 +195,12 @@ class KeyTable:
         run a hundred signature checks.
         """
         if kid is None:
-            return self._by_alg.get(alg, ())
+            by_alg = self._by_alg
+            if by_alg is None:
+                by_alg = self._by_alg = {
+                    a: tuple(e for e in self.entries if key_fits_alg(e, a))[:_CANDIDATE_CAP] for a in _ALG_KEYS
+                }
+            return by_alg.get(alg, ())
         entry = self.by_kid.get(kid)
         return (entry,) if entry is not None and key_fits_alg(entry, alg) else ()
 
@@ -332,20 +385,16 @@ def parse_jwks(body: bytes, *, url: str, max_keys: int = 100) -> KeyTable:
             kid_counts[raw["kid"]] = kid_counts.get(raw["kid"], 0) + 1
 
     entries: list[KeyEntry] = []
-    public: list[dict[str, Any]] = []
     skipped: list[SkippedKey] = []
     for index, raw in enumerate(keys):
         kid = raw.get("kid") if isinstance(raw, dict) else None
         try:
-            entry, members = _parse_key(raw, kid_counts)
+            entries.append(_parse_key(index, raw, kid_counts, body))
         except _Skip as skip:
             skipped.append(SkippedKey(index, kid if isinstance(kid, str) else None, skip.reason))
-            continue
-        entries.append(entry)
-        public.append(members)
     if not entries:
         raise InvalidJwksError(f"$.keys: no usable keys ({_summary(skipped)})", url=url)
-    return KeyTable(entries, skipped, public)
+    return KeyTable(entries, skipped, body)
 
 
 def _summary(skipped: Sequence[SkippedKey]) -> str:
@@ -361,7 +410,7 @@ def _show(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _parse_key(raw: object, kid_counts: Mapping[str, int]) -> tuple[KeyEntry, dict[str, Any]]:
+def _parse_key(index: int, raw: object, kid_counts: Mapping[str, int], body: bytes) -> KeyEntry:
     if not isinstance(raw, dict):
         raise _Skip("not a JSON object")
     # members present as JSON null are malformed, not absent
@@ -380,23 +429,40 @@ def _parse_key(raw: object, kid_counts: Mapping[str, int]) -> tuple[KeyEntry, di
     _check_usage(raw)
     alg, crv = _check_alg_and_curve(raw, kty)
     material = _check_material(raw, kty)
-    names = (*_COMMON_MEMBERS, *(("crv",) if crv else ()), *_MATERIAL[kty])
-    members = {name: raw[name] for name in names if name in raw}
     try:
-        # cryptography builds the key from the decoded integers/bytes (it refuses points off the
-        # curve); joserfc then wraps that object. Its own dict import decodes base64 integers byte
-        # by byte in Python, ~50x slower, which is what restoring 10,000 snapshots would pay.
-        verifier = _public_key(kty, crv, material)
-        parameters = {
-            k: copy.deepcopy(v) for k, v in members.items() if k not in _MATERIAL[kty] and k not in ("kty", "crv")
-        }
-        jwk = _JOSE_TYPES[kty].import_key(verifier, parameters=parameters)  # type: ignore[attr-defined]
+        if kty == "RSA":
+            _check_rsa_numbers(material)  # what cryptography checks, without making the key now
+        else:
+            # curve points must be checked on the curve, which only making the key does; these
+            # objects are small, and this one is dropped: the served one is made on first use
+            _public_key(kty, crv, material)
+        _JOSE_TYPES[kty].validate_dict_key(_public_members(raw, kty, crv))  # type: ignore[attr-defined]
     except (JoseError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise _Skip(f"invalid {kty} key ({type(exc).__name__})") from exc
-    if jwk.is_private or not isinstance(verifier, _VERIFIER_TYPES[kty]):
-        raise _Skip(f"unexpected {kty} key object")
-    entry = KeyEntry(kid, kty, alg, crv, jwk, verifier)
-    return entry, members
+    # interned names: ten thousand tables must not hold ten thousand copies of "RS256"
+    return KeyEntry(index=index, kid=kid, kty=_NAMES[kty], alg=_NAMES.get(alg), crv=_NAMES.get(crv), body=body)
+
+
+def _public_members(raw: Mapping[str, Any], kty: str, crv: str | None) -> dict[str, Any]:
+    """The members we serve for a key: known public ones only (a fresh copy)."""
+    names = (*_COMMON_MEMBERS, *(("crv",) if crv else ()), *_MATERIAL[kty])
+    return {name: copy.deepcopy(raw[name]) for name in names if name in raw}
+
+
+def _parameters(raw: Mapping[str, Any], kty: str) -> dict[str, Any]:
+    """joserfc's extra parameters for an imported key object: the public members other than material."""
+    return {
+        k: copy.deepcopy(raw[k])
+        for k in _COMMON_MEMBERS
+        if k in raw and k not in _MATERIAL[kty] and k not in ("kty", "crv")
+    }
+
+
+def _check_rsa_numbers(material: Mapping[str, bytes]) -> None:
+    """cryptography's own checks on public numbers (``RSAPublicNumbers.public_key``), done up front."""
+    e, n = int.from_bytes(material["e"]), int.from_bytes(material["n"])
+    if e < 3 or e >= n or not e & 1 or not n & 1:
+        raise ValueError("RSA public numbers out of range (e must be odd, 3 <= e < n; n must be odd)")
 
 
 def _public_key(kty: str, crv: str | None, material: Mapping[str, bytes]) -> object:

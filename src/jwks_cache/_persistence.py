@@ -76,7 +76,6 @@ class Persistence:
         ttl = max(0.0, snapshot.expires_at - snapshot.fetched_at)
         return Published(
             table=table,
-            body=snapshot.body,
             url=snapshot.jwks_url,
             fetched_at=now_mono - (now_wall - snapshot.fetched_at),
             ttl=ttl,

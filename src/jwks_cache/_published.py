@@ -21,7 +21,9 @@ class Published:
         "expires_at",
         "fetched_at",
         "last_modified",
+        "made",
         "no_store",
+        "revalidated",
         "stale_until",
         "table",
         "ttl",
@@ -34,7 +36,6 @@ class Published:
         self,
         *,
         table: KeyTable,
-        body: bytes,
         url: str,
         fetched_at: float,
         ttl: float,
@@ -43,10 +44,12 @@ class Published:
         etag: str | None,
         last_modified: str | None,
         no_store: bool,
+        revalidated: bool = False,
     ) -> None:
         self.table = table
-        self.by_kid = table.by_kid  # one attribute hop less on the warm lookup path
-        self.body = body
+        self.by_kid = table.by_kid
+        self.made = table.made  # one attribute hop less on the warm lookup path
+        self.body = table.body  # the table's own bytes: one copy per distinct document
         self.url = url
         self.fetched_at = fetched_at
         self.ttl = ttl
@@ -57,3 +60,4 @@ class Published:
         self.etag = etag
         self.last_modified = last_modified
         self.no_store = no_store
+        self.revalidated = revalidated  # re-dated by a 304, not fetched anew

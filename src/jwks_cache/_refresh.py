@@ -83,7 +83,7 @@ class Refresher:
         """Return a new Published (200), or ``current`` re-dated (304). Raises FetchError/SecurityError."""
         with self._fetcher.telemetry.refresh_span(self, self._config, self._clock) as span:
             published = await self._fetch_set(current, conditional=conditional)
-            if current is not None and published.body is current.body:  # a 304 keeps the very body
+            if published.revalidated:
                 span.outcome = "304"
             return published
 
@@ -99,17 +99,16 @@ class Refresher:
             if current is None or not extra:
                 raise FetchError(f"GET {url}: 304 Not Modified to an unconditional request", url=url, status=304)
             # the same keys, with the freshness the 304 grants (and its validators, when it sent new ones)
-            table, body, url = current.table, current.body, current.url
+            table, url = current.table, current.url
             etag, last_modified = fresh.etag or current.etag, fresh.last_modified or current.last_modified
         else:
             assert result.body is not None
-            table, body = self._tables.parse(result.body, url=url, max_keys=cfg.max_keys), result.body
-            if table.skipped and (current is None or current.body != body):
+            table = self._tables.parse(result.body, url=url, max_keys=cfg.max_keys)
+            if table.skipped and (current is None or current.table is not table):
                 log_skipped_keys(cfg, url, table.skipped)  # once per new set, not on every refetch of it
             etag, last_modified = fresh.etag, fresh.last_modified
         return Published(
             table=table,
-            body=body,
             url=url,
             fetched_at=self._clock.monotonic(),
             ttl=fresh.ttl,
@@ -118,6 +117,7 @@ class Refresher:
             etag=etag,
             last_modified=last_modified,
             no_store=fresh.no_store,
+            revalidated=result.status == 304,
         )
 
     async def _get(self, url: str, extra: dict[str, str], max_bytes: int) -> FetchResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import warnings
@@ -401,3 +402,33 @@ def test_identical_documents_share_one_table_and_it_is_freed_with_its_last_user(
     del first
     gc.collect()
     assert len(cache._tables) == 0
+
+
+def _b64(number: int) -> str:
+    return base64.urlsafe_b64encode(number.to_bytes((number.bit_length() + 7) // 8)).rstrip(b"=").decode()
+
+
+def test_key_objects_are_made_on_first_use_only_and_then_found_by_the_warm_path() -> None:
+    table = parse(pub(rsa_private(), kid="a"), pub(rsa_private(2048, 1), kid="b"))
+    assert table.made == {}  # parsing judged both keys without making either
+    first = table.jwk(table.by_kid["a"])
+    assert table.made == {"a": first}
+    assert table.jwk(table.by_kid["a"]) is first  # made once
+    assert first.as_dict(private=False)["n"] == pub(rsa_private())["n"]
+    assert isinstance(table.by_kid["b"].verifier, rsa.RSAPublicKey)
+    assert "b" not in table.made  # verifying with a key does not put it on the lookup path
+
+
+@pytest.mark.parametrize(
+    ("n", "e"),
+    [((1 << 2047) | 1, 2), ((1 << 2047) | 1, 1), ((1 << 2047) | 1, 65536), (1 << 2047, 65537)],
+    ids=["e-2", "e-1", "even-e", "even-n"],
+)
+def test_rsa_public_numbers_cryptography_would_refuse_are_skipped_at_parse(n: int, e: int) -> None:
+    assert skip_reason({"kty": "RSA", "kid": "bad", "n": _b64(n), "e": _b64(e)}) == "invalid RSA key (ValueError)"
+
+
+def test_members_joserfc_would_refuse_are_skipped_at_parse_not_at_resolve() -> None:
+    assert skip_reason({**pub(rsa_private(), kid="bad"), "x5c": 5}) == "invalid RSA key (KeyParameterError)"
+    table = parse({**pub(rsa_private(), kid="bad"), "x5c": 5}, good())
+    assert [k.kid for k in table.key_set().keys] == ["good"]
