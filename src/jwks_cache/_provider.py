@@ -8,7 +8,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -22,22 +22,55 @@ from ._refresh import Refresher
 from ._schedule import KidCooldown, failure_delay, refresh_delay
 from ._telemetry import log_refresh_failed, log_stale_ended, log_stale_started
 
-__all__ = ["Provider"]
+if TYPE_CHECKING:
+    from ._scheduler import Scheduler
+
+__all__ = ["Provider", "ProviderHost"]
 
 log = logging.getLogger("jwks_cache")
 
 _WAIT_MARGIN = 1.0  # seconds a waiter gives a flight beyond its retry deadline before giving up itself
 
 
+class ProviderHost:
+    """What every provider of one Registry shares: one reference per provider instead of seven.
+
+    A registry may hold tens of thousands of providers; per-provider bound methods and closures
+    for these cost more than the provider's own state.
+    """
+
+    __slots__ = ("clock", "fleet", "gone_error", "on_publish", "rng", "scheduler", "spawn")
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        spawn: Callable[..., object],
+        scheduler: Scheduler,
+        gone_error: Callable[[str, str], JwksCacheError],
+        on_publish: Callable[[Provider, Published], None] | None = None,
+        fleet: Persistence | None = None,
+    ) -> None:
+        self.clock = clock
+        self.rng = rng
+        self.spawn = spawn  # the Registry's task group: flights are its tasks, not a provider's
+        self.scheduler = scheduler  # told whenever a next_refresh changes or a flight lands
+        self.gone_error = gone_error  # (tenant, provider) -> the error for a closed registration
+        self.on_publish = on_publish
+        self.fleet = fleet  # fleet mode: the shared store's persistence
+
+
 class _Flight:
     """One shared fetch; waiters hold a reference and read the outcome after ``done``."""
 
-    __slots__ = ("conditional", "deadline", "done", "error", "ok")
+    __slots__ = ("background", "conditional", "deadline", "done", "error", "ok")
 
-    def __init__(self, deadline: float, conditional: bool) -> None:
+    def __init__(self, deadline: float, conditional: bool, background: bool) -> None:
         self.done = anyio.Event()
         self.deadline = deadline
         self.conditional = conditional
+        self.background = background  # started by the scheduler, counted against its bound
         self.error: JwksCacheError | None = None
         self.ok = False
 
@@ -59,16 +92,12 @@ class Provider:
 
     __slots__ = (
         "_clock",
-        "_closed_error",
         "_cooldown",
         "_fleet",
         "_flight_scope",
+        "_host",
         "_notice",
-        "_on_publish",
-        "_rng",
-        "_spawn",
         "_stale_logged",
-        "_wake",
         "closed",
         "config",
         "error_count",
@@ -93,28 +122,18 @@ class Provider:
         self,
         config: ProviderConfig,
         refresher: Refresher,
-        clock: Clock,
-        rng: random.Random,
+        host: ProviderHost,
         *,
-        closed_error: Callable[[], JwksCacheError],
-        spawn: Callable[..., object],
-        wake: Callable[[Provider], None],
-        on_publish: Callable[[Provider, Published], None] | None = None,
         published: Published | None = None,
-        fleet: Persistence | None = None,
     ) -> None:
         self.config = config
         self.refresher = refresher
-        self._clock = clock
-        self._rng = rng
-        self._closed_error = closed_error
-        self._on_publish = on_publish
+        self._host = host
+        self._clock = host.clock  # read on every lookup: one hop, not two
         self.published = published
-        self._fleet = fleet
+        self._fleet = host.fleet
         self.lease_token: str | None = None  # fleet mode: held while this instance refreshes for all
         self._notice: anyio.Event | None = None  # fleet mode: set when another instance announces a set
-        self._spawn = spawn  # the Registry's task group: flights are its tasks, not ours
-        self._wake = wake  # the Registry's scheduler: told whenever next_refresh changes
         self.closed = False
         self.scheduled_at: float | None = None  # the wake-up the scheduler holds for us
         self._flight_scope: anyio.CancelScope | None = None
@@ -156,18 +175,22 @@ class Provider:
 
     def _reschedule(self, when: float) -> None:
         self.next_refresh = when
-        self._wake(self)
+        self._host.scheduler.schedule(self)
+
+    def _closed_error(self) -> JwksCacheError:
+        return self._host.gone_error(self.config.tenant, self.config.provider)
 
     # -- single flight ---------------------------------------------------------------------------
 
-    def start_flight(self, *, conditional: bool) -> _Flight:
+    def start_flight(self, *, conditional: bool, background: bool = False) -> _Flight:
         if self.flight is not None:
             return self.flight
         if self.closed:
             raise self._closed_error()
         deadline = self._clock.monotonic() + self._flight_budget()
-        flight = self.flight = _Flight(deadline, conditional)
-        self._spawn(self._fly, flight, name=f"jwks-cache fetch {self.config.tenant}/{self.config.provider}")
+        flight = _Flight(deadline, conditional, background)
+        self._host.spawn(self._fly, flight, name=f"jwks-cache fetch {self.config.tenant}/{self.config.provider}")
+        self.flight = flight  # only once spawned: a closed registry leaves no flight nobody runs
         return flight
 
     def _flight_budget(self) -> float:
@@ -183,8 +206,9 @@ class Provider:
                 scope.cancel()  # closed between start_soon and now
             await self._fly_in_scope(flight)
         self._flight_scope = None
-        if not self.closed:
-            self._wake(self)  # the scheduler consumed our wake-up to start this flight, or we moved it
+        # the scheduler consumed our wake-up to start this flight (or we moved it), and a
+        # background flight frees one of its slots
+        self._host.scheduler.landed(self, flight.background)
 
     async def _fly_in_scope(self, flight: _Flight) -> None:
         try:
@@ -243,8 +267,8 @@ class Provider:
         if self._stale_logged is not None:
             self._stale_logged = None
             log_stale_ended(self.config, reason="refreshed")
-        if previous is not None and published.body is previous.body:
-            self.not_modified += 1  # a 304 re-dates the same Published body
+        if published.revalidated:
+            self.not_modified += 1
         changed = previous is None or published.table is not previous.table
         if changed and self._cooldown is not None:  # a different key set: absent kids may exist now
             self._cooldown.forget_all()
@@ -254,8 +278,8 @@ class Provider:
             )
         self.last_error = None
         self._reschedule(self._after_success(published))
-        if self._on_publish is not None:
-            self._on_publish(self, published)
+        if self._host.on_publish is not None:
+            self._host.on_publish(self, published)
 
     def _after_success(self, published: Published) -> float:
         cfg = self.config
@@ -264,7 +288,7 @@ class Provider:
             refresh_early=cfg.refresh_early,
             prefetch_jitter=cfg.prefetch_jitter,
             min_ttl=cfg.min_ttl,
-            rng=self._rng,
+            rng=self._host.rng,
         )
         return published.fetched_at + delay
 
@@ -275,7 +299,7 @@ class Provider:
         now = self._clock.monotonic()
         self.last_failure_at = now
         log_refresh_failed(self.config, exc)
-        self._reschedule(now + failure_delay(self.error_count, min_ttl=self.config.min_ttl, rng=self._rng))
+        self._reschedule(now + failure_delay(self.error_count, min_ttl=self.config.min_ttl, rng=self._host.rng))
 
     async def wait(self, flight: _Flight) -> None:
         """Wait for a flight under this caller's own deadline; cancelling the caller cancels nothing shared."""
@@ -300,7 +324,7 @@ class Provider:
                     self.hits += 1
                     if now >= pub.expires_at:
                         self._served_stale(pub, now)
-                    return entry.jwk
+                    return pub.table.jwk(entry)
         self.misses += 1
         raise KeyNotFoundError(f"{self._name}: kid {kid!r} is not cached")
 
@@ -336,13 +360,14 @@ class Provider:
             log_stale_started(self.config, expired_for=now - pub.expires_at, error=self.last_error)
 
     async def get_key(self, kid: str, alg: str | None) -> Any:
-        entry = _pick(await self.table(), kid, alg)
-        if entry is not None:
-            self.hits += 1
-            return entry.jwk
-        found = await self.refresh_for_unknown_kid(kid, alg)
-        self.hits += 1  # answered after all: a hit, or requests (hits + misses) would undercount
-        return found.jwk
+        table = await self.table()
+        entry = _pick(table, kid, alg)
+        if entry is None:
+            entry = await self.refresh_for_unknown_kid(kid, alg)
+            assert self.published is not None  # it just served the entry
+            table = self.published.table  # the entry's table: no await since it was picked from it
+        self.hits += 1  # an unknown kid answered after all is a hit, or hits + misses would undercount
+        return table.jwk(entry)
 
     async def refresh_for_unknown_kid(self, kid: str, alg: str | None) -> KeyEntry:
         """At most one refresh per cooldown for kids the set lacks; the rest fail at once."""

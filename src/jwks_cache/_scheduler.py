@@ -3,6 +3,13 @@
 A sleeping task, task group and cancel scopes per provider cost kilobytes and a task start on every
 registration; with tens of thousands of tenants that dominates memory and registration time. A heap
 of due times and one sleeping task does the same work: providers only record when they want to run.
+
+The scheduler also bounds how many refreshes it runs at once. Ten thousand providers registered
+at start-up all fall due together; started at once they would be ten thousand tasks parked on the
+fetcher's limiter, holding their frames and buffers (memory, and garbage-collector passes that make
+registration superlinear), and a caller's cold lookup would queue behind all of them. Due providers
+wait in the heap instead, and the bound is below the fetcher's, so callers' flights always find a
+free fetch slot.
 """
 
 from __future__ import annotations
@@ -20,14 +27,19 @@ from ._clock import Clock
 if TYPE_CHECKING:
     from ._provider import Provider
 
-__all__ = ["Scheduler"]
+__all__ = ["MAX_BACKGROUND_FLIGHTS", "Scheduler"]
+
+#: refreshes the scheduler runs at once (the fetcher allows 32 requests: the rest is for callers)
+MAX_BACKGROUND_FLIGHTS = 16
 
 
 class Scheduler:
     """Wakes providers at their ``next_refresh``; stale heap entries are skipped, never searched for."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, *, max_flights: int = MAX_BACKGROUND_FLIGHTS) -> None:
         self._clock = clock
+        self._max_flights = max_flights
+        self.flights = 0  # background flights started and not yet landed
         self._heap: list[tuple[float, int, Provider]] = []
         self._seq = itertools.count()  # ties broken by arrival, never by comparing providers
         self._nap: anyio.CancelScope | None = None
@@ -40,21 +52,32 @@ class Scheduler:
         provider.scheduled_at = when = provider.next_refresh
         heapq.heappush(self._heap, (when, next(self._seq), provider))
         if when < self._nap_until and self._nap is not None:
-            self._nap.cancel()  # the new wake-up is earlier than the one we sleep towards
+            self._nap.cancel()  # the new wake-up is earlier than the one we sleep towards (never when full)
+
+    def landed(self, provider: Provider, background: bool) -> None:
+        """A flight of ``provider`` ended: schedule its next wake-up, and free a slot if it was ours."""
+        if background:
+            self.flights -= 1
+            if self.flights == self._max_flights - 1 and self._nap is not None:
+                self._nap.cancel()  # we were full: due providers may be waiting for this slot
+        if not provider.closed:
+            self.schedule(provider)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         heap = self._heap
         while True:
             now = self._clock.monotonic()
-            while heap and heap[0][0] <= now:
+            while heap and heap[0][0] <= now and self.flights < self._max_flights:
                 when, _, provider = heapq.heappop(heap)
                 if provider.closed or when != provider.scheduled_at:
                     continue  # superseded by a later schedule() or an unregister
                 provider.scheduled_at = None  # the flight's end schedules the next wake-up
                 if provider.flight is None:
-                    provider.start_flight(conditional=True)
-            self._nap_until = heap[0][0] if heap else math.inf
+                    provider.start_flight(conditional=True, background=True)
+                    self.flights += 1
+            # when full, sleep until a landing frees a slot (it cancels the nap)
+            self._nap_until = heap[0][0] if heap and self.flights < self._max_flights else math.inf
             with anyio.CancelScope() as nap:
                 self._nap = nap
                 await self._clock.sleep_until(self._nap_until)

@@ -10,6 +10,7 @@ import pytest
 from tests.helpers import PROVIDER, TENANT, config_for, eventually, loopback_registry
 
 from jwks_cache import (
+    ConfigError,
     FetchError,
     KeyNotFoundError,
     NotRegisteredError,
@@ -466,3 +467,67 @@ async def test_a_callers_own_exception_group_comes_out_as_itself() -> None:
                 await reg.register(config_for(idp))
                 raise ExceptionGroup("mine", [KeyError("a"), KeyError("b")])
         assert info.value.message == "mine"
+
+
+async def test_start_up_refreshes_run_sixteen_at_a_time_and_a_cold_caller_never_queues_behind_them() -> None:
+    with anyio.fail_after(20):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            idp.stall(math.inf)
+            for i in range(40):
+                await reg.register(config_for(idp, tenant=f"t{i}"))
+            await idp.wait_for_requests(16)
+            await anyio.wait_all_tasks_blocked()
+            assert idp.request_count == 16  # the other 24 wait in the scheduler, not as parked tasks
+            assert len(_library_tasks()) == 1 + 16  # the scheduler and sixteen flights
+            got: list[str] = []
+
+            async def cold_caller() -> None:
+                got.append((await reg.get_key("t39", PROVIDER, idp.kids[0])).kid)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cold_caller)
+                await idp.wait_for_requests(17)  # its own request left at once
+                idp.recover()
+            assert got == [idp.kids[0]]
+            await eventually(lambda: all(s.key_ids for s in reg.statuses()))
+            assert idp.request_count == 40  # every provider fetched once: t39's scheduled refresh joined nothing
+
+
+async def test_register_many_installs_a_batch_with_one_scheduling_point() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            turns = 0
+            done = anyio.Event()
+
+            async def bystander() -> None:
+                nonlocal turns
+                while not done.is_set():
+                    turns += 1
+                    await anyio.lowlevel.checkpoint()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(bystander)
+                await anyio.lowlevel.checkpoint()
+                before = turns
+                await reg.register_many(config_for(idp, tenant=f"t{i}") for i in range(100))
+                batch_turns = turns - before
+                before = turns
+                for i in range(100, 110):
+                    await reg.register(config_for(idp, tenant=f"t{i}"))
+                single_turns = turns - before
+                done.set()
+            assert batch_turns <= 2 and single_turns >= 10  # register() yields per call, the batch once
+            await clock.settle()
+            assert idp.request_count == 110
+            assert (await reg.get_key("t42", PROVIDER, idp.kids[0])).kid == idp.kids[0]
+
+
+async def test_register_many_refuses_the_whole_batch_naming_the_bad_registration() -> None:
+    async with LocalIdentityProvider() as idp, loopback_registry(allowed_domains=["127.0.0.1"]) as reg:
+        batch = [config_for(idp, tenant="a"), config_for(idp, tenant="b", allowed_domains=("idp.example",))]
+        with pytest.raises(ConfigError, match=r"^b/idp: allowed_domains: 'idp.example' is outside"):
+            await reg.register_many(batch)
+        assert reg.statuses() == []
+        await anyio.lowlevel.checkpoint()
+        assert idp.request_count == 0
