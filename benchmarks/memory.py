@@ -1,5 +1,11 @@
 """Memory for N providers x 5 RSA keys: a warm Registry against N warm PyJWKClients.
 
+Two scenarios. *distinct*: every provider has its own five keys (what 10,000 tenants with their
+own identity providers look like; the verdict is taken here). *shared*: every provider serves the
+same document (tenants of one identity provider), where the registry shares one parsed table.
+Distinct keys cost nothing to make: RSA public keys need no primes, only a 2048-bit odd modulus,
+which neither side checks for factors.
+
 Each measurement runs in a fresh interpreter (``python -m benchmarks.memory worker ...``) so one
 side's arenas and caches never count against the other; the identity provider runs in a third
 process so its request log and buffers count against neither. RSS (from /proc) and tracemalloc are
@@ -9,13 +15,17 @@ Figures are the growth from a warmed-up baseline (one provider already fetched) 
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
+import random
 import subprocess
 import sys
+import threading
 import time
 import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +44,61 @@ _ROOT = Path(__file__).resolve().parent.parent
 # -- child processes ------------------------------------------------------------------------------
 
 
-async def _serve() -> None:
-    from jwks_cache.testing import LocalIdentityProvider
+def _b64(number: int) -> str:
+    return base64.urlsafe_b64encode(number.to_bytes((number.bit_length() + 7) // 8)).rstrip(b"=").decode()
 
-    async with LocalIdentityProvider(keys=_KEYS) as idp:
-        print(json.dumps({"jwks_url": idp.jwks_url, "kid": idp.kids[0]}), flush=True)
-        await anyio.to_thread.run_sync(sys.stdin.read)  # until the parent closes our stdin
+
+def jwks_body(index: int) -> bytes:
+    """Provider ``index``'s document: five RS256 keys, kids ``k<index>-<j>``, moduli seeded by index."""
+    rng = random.Random(index)
+    keys = [
+        {
+            "kty": "RSA",
+            "kid": f"k{index}-{j}",
+            "use": "sig",
+            "alg": "RS256",
+            "n": _b64(rng.getrandbits(2048) | (1 << 2047) | 1),
+            "e": "AQAB",
+        }
+        for j in range(_KEYS)
+    ]
+    return json.dumps({"keys": keys}).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as an identity provider's CDN would
+
+    def do_GET(self) -> None:
+        try:
+            index = int(self.path.removeprefix("/t/").removesuffix(".json"))
+        except ValueError:
+            self.send_error(404)
+            return
+        body = jwks_body(index)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "public, max-age=300")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the stdlib's name)
+        pass
+
+
+def _serve() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print(json.dumps({"base_url": f"http://127.0.0.1:{server.server_address[1]}"}), flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+    server.shutdown()
+
+
+def _target(base_url: str, scenario: str, index: int) -> tuple[str, str]:
+    """(JWKS URL, a kid it serves) for provider ``index``; the shared scenario serves document 0 to all."""
+    served = index if scenario == "distinct" else 0
+    return f"{base_url}/t/{served}.json", f"k{served}-0"
 
 
 def _start(trace: bool) -> float:
@@ -59,30 +118,32 @@ def _stop(trace: bool, start: float) -> float:
     return rss_bytes() - start
 
 
-async def _ours(url: str, kid: str, n: int, trace: bool) -> float:
+async def _ours(base_url: str, scenario: str, n: int, trace: bool) -> float:
     async with loopback_registry() as reg:
+        url, kid = _target(base_url, scenario, n)  # the warm-up provider is not among the measured
         await reg.register(config(url, tenant="warmup"))
         await reg.get_key("warmup", "idp", kid)
         start = _start(trace)
         for i in range(n):
-            await reg.register(config(url, tenant=tenant_name(i)))
+            await reg.register(config(_target(base_url, scenario, i)[0], tenant=tenant_name(i)))
         with anyio.fail_after(600):
             for i in range(n):
-                await reg.get_key(tenant_name(i), "idp", kid)
+                await reg.get_key(tenant_name(i), "idp", _target(base_url, scenario, i)[1])
         grown = _stop(trace, start)
         assert all(s.key_ids for s in reg.statuses())
         return grown
 
 
-def _peer(url: str, kid: str, n: int, trace: bool) -> float:
+def _peer(base_url: str, scenario: str, n: int, trace: bool) -> float:
     import jwt
 
-    def warm(_: int) -> Any:
+    def warm(index: int) -> Any:
+        url, kid = _target(base_url, scenario, index)
         client = jwt.PyJWKClient(url)
         client.get_signing_key(kid)
         return client
 
-    warm(0)
+    warm(n)
     start = _start(trace)
     with ThreadPoolExecutor(max_workers=8) as pool:
         clients = list(pool.map(warm, range(n)))
@@ -91,8 +152,11 @@ def _peer(url: str, kid: str, n: int, trace: bool) -> float:
     return grown
 
 
-def _worker(side: str, backend: str, n: int, trace: bool, url: str, kid: str) -> None:
-    grown = anyio.run(_ours, url, kid, n, trace, backend=backend) if side == "ours" else _peer(url, kid, n, trace)
+def _worker(side: str, backend: str, n: int, trace: bool, base_url: str, scenario: str) -> None:
+    if side == "ours":
+        grown = anyio.run(_ours, base_url, scenario, n, trace, backend=backend)
+    else:
+        grown = _peer(base_url, scenario, n, trace)
     print(json.dumps({"bytes": grown}), flush=True)
 
 
@@ -117,12 +181,18 @@ def _sizes(quick: bool) -> dict[str, int]:
     return {"rss": 200, "tracemalloc": 200} if quick else {"rss": _REFERENCE, "tracemalloc": 1_000}
 
 
-def _runs(quick: bool) -> list[tuple[str, str, str]]:
-    """(side, backend, mode) per child; the quick run traces one backend only."""
-    runs = [("ours", "asyncio", "rss"), ("ours", "trio", "rss"), ("pyjwkclient", "threads", "rss")]
-    runs += [("ours", "asyncio", "tracemalloc"), ("pyjwkclient", "threads", "tracemalloc")]
-    if not quick:
-        runs.append(("ours", "trio", "tracemalloc"))
+_SCENARIOS = ("distinct", "shared")
+
+
+def _runs(quick: bool) -> list[tuple[str, str, str, str]]:
+    """(scenario, side, backend, mode) per child; the quick run traces one backend only."""
+    runs = []
+    for scenario in _SCENARIOS:
+        runs += [(scenario, "ours", "asyncio", "rss"), (scenario, "ours", "trio", "rss")]
+        runs += [(scenario, "pyjwkclient", "threads", "rss"), (scenario, "ours", "asyncio", "tracemalloc")]
+        runs.append((scenario, "pyjwkclient", "threads", "tracemalloc"))
+        if not quick:
+            runs.append((scenario, "ours", "trio", "tracemalloc"))
     return runs
 
 
@@ -138,29 +208,32 @@ def run(quick: bool) -> CaseResult:
     )
     try:
         assert server.stdout is not None
-        info = json.loads(server.stdout.readline())
-        url, kid = info["jwks_url"], info["kid"]
-        figures: dict[str, dict[str, float]] = {}
-        for side, backend, mode in _runs(quick):
+        base_url = json.loads(server.stdout.readline())["base_url"]
+        figures: dict[str, dict[str, dict[str, float]]] = {}
+        for scenario, side, backend, mode in _runs(quick):
             began = time.perf_counter()
-            grown = _child("worker", side, backend, str(sizes[mode]), mode, url, kid)["bytes"]
-            figures.setdefault(f"{side}/{backend}", {})[mode] = grown
-            figures[f"{side}/{backend}"][f"{mode}_seconds"] = time.perf_counter() - began
+            grown = _child("worker", side, backend, str(sizes[mode]), mode, base_url, scenario)["bytes"]
+            entry = figures.setdefault(scenario, {}).setdefault(f"{side}/{backend}", {})
+            entry[mode] = grown
+            entry[f"{mode}_seconds"] = time.perf_counter() - began
     finally:
         if server.stdin is not None:
             server.stdin.close()
         server.wait(timeout=30)
     result.raw = {"providers_measured": sizes, "keys_per_provider": _KEYS, "bytes_grown": figures}
-    _rows(result, figures, sizes)
+    for scenario in _SCENARIOS:
+        _rows(result, scenario, figures[scenario], sizes)
+    result.notes.append("memory: 'distinct' gives every provider its own 5 keys; 'shared' serves one document to all")
     return result
 
 
-def _rows(result: CaseResult, figures: dict[str, dict[str, float]], sizes: dict[str, int]) -> None:
+def _rows(result: CaseResult, scenario: str, figures: dict[str, dict[str, float]], sizes: dict[str, int]) -> None:
     peer = figures["pyjwkclient/threads"]
     for mode in ("rss", "tracemalloc"):
         scale = _REFERENCE / sizes[mode]
         suffix = f" (x{scale:.3g} of {sizes[mode]})" if scale != 1 else ""
-        result.add(Row(NAME, "threads", f"PyJWKClient x{_REFERENCE} {mode}{suffix}", peer[mode] * scale / 2**20, "MiB"))
+        label = f"{scenario} keys: {{who}} x{_REFERENCE} {mode}{suffix}"
+        result.add(Row(NAME, "threads", label.format(who="PyJWKClient"), peer[mode] * scale / 2**20, "MiB"))
         for backend in ("asyncio", "trio"):
             ours = figures[f"ours/{backend}"]
             if mode not in ours:
@@ -170,7 +243,7 @@ def _rows(result: CaseResult, figures: dict[str, dict[str, float]], sizes: dict[
                 Row(
                     NAME,
                     backend,
-                    f"{_REFERENCE} providers {mode}{suffix}",
+                    label.format(who="providers"),
                     ours[mode] * scale / 2**20,
                     "MiB",
                     "PyJWKClient",
@@ -183,7 +256,7 @@ def _rows(result: CaseResult, figures: dict[str, dict[str, float]], sizes: dict[
 
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
-        anyio.run(_serve)
+        _serve()
     else:
-        _, _, side_arg, backend_arg, n_arg, mode_arg, url_arg, kid_arg = sys.argv
-        _worker(side_arg, backend_arg, int(n_arg), mode_arg == "tracemalloc", url_arg, kid_arg)
+        _, _, side_arg, backend_arg, n_arg, mode_arg, url_arg, scenario_arg = sys.argv
+        _worker(side_arg, backend_arg, int(n_arg), mode_arg == "tracemalloc", url_arg, scenario_arg)
