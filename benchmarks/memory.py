@@ -178,7 +178,7 @@ def _child(*args: str, timeout: float = 900) -> dict[str, Any]:
 
 def _sizes(quick: bool) -> dict[str, int]:
     """Providers measured per mode; tracing slows a fetch about fivefold, so it measures fewer."""
-    return {"rss": 200, "tracemalloc": 200} if quick else {"rss": _REFERENCE, "tracemalloc": 1_000}
+    return {"rss": 1_000, "tracemalloc": 300} if quick else {"rss": _REFERENCE, "tracemalloc": 1_000}
 
 
 _SCENARIOS = ("distinct", "shared")
