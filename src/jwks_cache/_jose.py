@@ -17,7 +17,7 @@ import copy
 import json
 import re
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -51,6 +51,13 @@ _CURVES: Final[dict[str, frozenset[str]]] = {
 }
 _MATERIAL: Final[dict[str, tuple[str, ...]]] = {"RSA": ("n", "e"), "EC": ("x", "y"), "OKP": ("x",)}
 _COMMON_MEMBERS: Final = ("kty", "kid", "use", "key_ops", "alg", "x5c", "x5t", "x5t#S256")
+_SERVED_MEMBERS: Final = {
+    (kty, curved): (*_COMMON_MEMBERS, *(("crv",) if curved else ()), *material)
+    for kty, material in _MATERIAL.items()
+    for curved in (False, True)
+}
+#: members only joserfc's validator judges (types of x5*, key_ops against use); without them it is skipped
+_JOSERFC_CHECKED: Final = frozenset({"key_ops", "x5c", "x5t", "x5t#S256"})
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _EC_CURVES: Final[dict[str, ec.EllipticCurve]] = {
     "P-256": ec.SECP256R1(),
@@ -116,7 +123,8 @@ class KeyEntry:
         return verifier
 
     def _make(self) -> None:
-        raw = decode_json(self.body)["keys"][self.index]
+        # the body passed the strict decode when parsed: msgspec alone gives the same tree
+        raw = msgspec.json.decode(self.body)["keys"][self.index]
         material = _check_material(raw, self.kty)
         verifier = _public_key(self.kty, self.crv, material)
         jwk = _JOSE_TYPES[self.kty].import_key(verifier, parameters=_parameters(raw, self.kty))  # type: ignore[attr-defined]
@@ -175,7 +183,7 @@ class KeyTable:
 
     def public_jwks(self) -> dict[str, Any]:
         """The served keys as a JWK Set of public members only (a fresh copy the caller may keep)."""
-        raw_keys = decode_json(self.body)["keys"]
+        raw_keys = msgspec.json.decode(self.body)["keys"]  # strictly decoded once already, at parse
         return {"keys": [_public_members(raw_keys[e.index], e.kty, e.crv) for e in self.entries]}
 
     def key_set(self) -> KeySet:
@@ -272,7 +280,11 @@ def decode_json(data: bytes, *, max_depth: int = _MAX_DEPTH, max_string: int = _
 
 
 def _walk(tree: Any, max_depth: int, max_string: int) -> int:
-    """Check the limits iteratively (no recursion on hostile nesting); returns the member count."""
+    """Check the limits iteratively (no recursion on hostile nesting); returns the member count.
+
+    Written for speed (restoring thousands of snapshots walks every one): strings, the common
+    case, are checked inline; a path is built only for an error.
+    """
     members = 0
     stack: list[tuple[Any, str, int]] = [(tree, "$", 0)]
     while stack:
@@ -283,19 +295,27 @@ def _walk(tree: Any, max_depth: int, max_string: int) -> int:
             if isinstance(node, _Duplicated):
                 raise JsonProblem(path, "duplicate member names")
             members += len(node)
-            items: Iterable[tuple[str | int, Any]] = node.items()
+            for key, value in node.items():
+                if len(key) > max_string:
+                    raise JsonProblem(path, "member name too long")
+                if type(value) is str:
+                    if len(value) > max_string:
+                        _check_scalar(value, path, max_string, key)
+                elif isinstance(value, dict | list):
+                    stack.append((value, _child_path(path, key), depth + 1))
+                elif isinstance(value, str | int):
+                    _check_scalar(value, path, max_string, key)
         elif isinstance(node, list):
-            items = enumerate(node)
+            for index, value in enumerate(node):
+                if type(value) is str:
+                    if len(value) > max_string:
+                        _check_scalar(value, path, max_string, index)
+                elif isinstance(value, dict | list):
+                    stack.append((value, _child_path(path, index), depth + 1))
+                elif isinstance(value, str | int):
+                    _check_scalar(value, path, max_string, index)
         else:
             _check_scalar(node, path, max_string)
-            continue
-        for key, value in items:
-            if isinstance(key, str) and len(key) > max_string:
-                raise JsonProblem(path, "member name too long")
-            if isinstance(value, dict | list):
-                stack.append((value, _child_path(path, key), depth + 1))
-            elif isinstance(value, str | int):
-                _check_scalar(value, path, max_string, key)  # paths are built only for errors
     return members
 
 
@@ -436,16 +456,19 @@ def _parse_key(index: int, raw: object, kid_counts: Mapping[str, int], body: byt
             # curve points must be checked on the curve, which only making the key does; these
             # objects are small, and this one is dropped: the served one is made on first use
             _public_key(kty, crv, material)
-        _JOSE_TYPES[kty].validate_dict_key(_public_members(raw, kty, crv))  # type: ignore[attr-defined]
+        if not _JOSERFC_CHECKED.isdisjoint(raw):  # the rest we judged above, more strictly
+            _JOSE_TYPES[kty].validate_dict_key(_public_members(raw, kty, crv, copy_values=False))  # type: ignore[attr-defined]
     except (JoseError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise _Skip(f"invalid {kty} key ({type(exc).__name__})") from exc
     # interned names: ten thousand tables must not hold ten thousand copies of "RS256"
     return KeyEntry(index=index, kid=kid, kty=_NAMES[kty], alg=_NAMES.get(alg), crv=_NAMES.get(crv), body=body)
 
 
-def _public_members(raw: Mapping[str, Any], kty: str, crv: str | None) -> dict[str, Any]:
-    """The members we serve for a key: known public ones only (a fresh copy)."""
-    names = (*_COMMON_MEMBERS, *(("crv",) if crv else ()), *_MATERIAL[kty])
+def _public_members(raw: Mapping[str, Any], kty: str, crv: str | None, *, copy_values: bool = True) -> dict[str, Any]:
+    """The members we serve for a key: known public ones only (a deep copy unless only read)."""
+    names = _SERVED_MEMBERS[kty, crv is not None]
+    if not copy_values:
+        return {name: raw[name] for name in names if name in raw}
     return {name: copy.deepcopy(raw[name]) for name in names if name in raw}
 
 

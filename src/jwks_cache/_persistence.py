@@ -67,7 +67,8 @@ class Persistence:
         if expected is not None and snapshot.jwks_url != expected:
             return None  # registered for another URL since: the snapshot is not this provider's keys
         try:
-            check_url(snapshot.jwks_url, provider.refresher.policy)
+            if snapshot.jwks_url != cfg.jwks_url:  # the configured URL was judged at registration
+                check_url(snapshot.jwks_url, provider.refresher.policy)
             table = provider.refresher.tables.parse(snapshot.body, url=snapshot.jwks_url, max_keys=cfg.max_keys)
         except (InvalidJwksError, SecurityError) as exc:
             self._failed(f"ignoring stored snapshot of {cfg.tenant}/{cfg.provider}: {exc}")
