@@ -108,9 +108,10 @@ def parse_jws(
         if not token.isascii():
             raise _malformed("non-ASCII characters")
         token = token.encode("ascii")
-    if token.count(b".") != 2:
+    segments = token.split(b".")
+    if len(segments) != 3:
         raise _malformed("not three segments")
-    header_segment, payload_segment, signature_segment = token.split(b".")
+    header_segment, payload_segment, signature_segment = segments
     signature = b64url_decode(signature_segment)
     if signature is None or B64URL_CHARS.fullmatch(payload_segment) is None:
         raise _malformed("bad base64url")
