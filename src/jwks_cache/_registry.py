@@ -378,7 +378,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         except KeyError:
             raise self._gone_error(tenant, provider) from None
         pub = found.published
-        if pub is not None and alg is None and self._monotonic() < pub.expires_at:
+        if alg is None and pub is not None and self._monotonic() < pub.expires_at:
             jwk = pub.made.get(kid)
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
                 found.hits += 1
@@ -400,7 +400,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         except KeyError:
             raise self._gone_error(tenant, provider) from None
         pub = found.published
-        if pub is not None and alg is None and self._monotonic() < pub.expires_at:
+        if alg is None and pub is not None and self._monotonic() < pub.expires_at:
             jwk = pub.made.get(kid)
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
                 found.hits += 1
