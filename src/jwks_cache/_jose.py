@@ -56,8 +56,8 @@ _SERVED_MEMBERS: Final = {
     for kty, material in _MATERIAL.items()
     for curved in (False, True)
 }
-#: members only joserfc's validator judges (types of x5*, key_ops against use); without them it is skipped
-_JOSERFC_CHECKED: Final = frozenset({"key_ops", "x5c", "x5t", "x5t#S256"})
+#: members only joserfc's validator judges (the x5* types); without them it is skipped
+_JOSERFC_CHECKED: Final = frozenset({"x5c", "x5t", "x5t#S256"})
 _PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _EC_CURVES: Final[dict[str, ec.EllipticCurve]] = {
     "P-256": ec.SECP256R1(),
@@ -177,7 +177,8 @@ class KeyTable:
     def jwk(self, entry: KeyEntry) -> Key:
         """``entry``'s joserfc key, made now if need be and then found by the warm path."""
         jwk = entry.jwk
-        if entry.kid is not None:
+        # only this table's own entry goes on its warm path (tables are shared between tenants)
+        if entry.kid is not None and self.by_kid.get(entry.kid) is entry:
             self.made[entry.kid] = jwk
         return jwk
 
@@ -193,7 +194,7 @@ class KeyTable:
         kids into kid-less keys, which must not leak into ``KeyEntry.jwk``.
         """
         if self._key_set is None:
-            self._key_set = KeySet([JWKRegistry.import_key(m) for m in self.public_jwks()["keys"]])
+            self._key_set = KeySet([JWKRegistry.import_key(_for_joserfc(m)) for m in self.public_jwks()["keys"]])
         return self._key_set
 
     def candidates(self, kid: str | None, alg: str) -> tuple[KeyEntry, ...]:
@@ -460,7 +461,8 @@ def _parse_key(index: int, raw: object, kid_counts: Mapping[str, int], body: byt
             # objects are small, and this one is dropped: the served one is made on first use
             _public_key(kty, crv, material)
         if not _JOSERFC_CHECKED.isdisjoint(raw):  # the rest we judged above, more strictly
-            _JOSE_TYPES[kty].validate_dict_key(_public_members(raw, kty, crv, copy_values=False))  # type: ignore[attr-defined]
+            members = _for_joserfc(_public_members(raw, kty, crv, copy_values=False))
+            _JOSE_TYPES[kty].validate_dict_key(members)  # type: ignore[attr-defined]
     except (JoseError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise _Skip(f"invalid {kty} key ({type(exc).__name__})") from exc
     # interned names: ten thousand tables must not hold ten thousand copies of "RS256"
@@ -477,11 +479,26 @@ def _public_members(raw: Mapping[str, Any], kty: str, crv: str | None, *, copy_v
 
 def _parameters(raw: Mapping[str, Any], kty: str) -> dict[str, Any]:
     """joserfc's extra parameters for an imported key object: the public members other than material."""
-    return {
-        k: copy.deepcopy(raw[k])
-        for k in _COMMON_MEMBERS
-        if k in raw and k not in _MATERIAL[kty] and k not in ("kty", "crv")
-    }
+    return _for_joserfc(
+        {
+            k: copy.deepcopy(raw[k])
+            for k in _COMMON_MEMBERS
+            if k in raw and k not in _MATERIAL[kty] and k not in ("kty", "crv")
+        }
+    )
+
+
+def _for_joserfc(members: dict[str, Any]) -> dict[str, Any]:
+    """``members`` as joserfc accepts them: ``key_ops`` narrowed to ``["verify"]``.
+
+    RFC 7517 §4.3 lets ``key_ops`` hold values joserfc refuses (its registry is closed, and it
+    rejects anything but sign/verify beside ``use: sig``). We serve keys for verifying only and
+    require "verify" among them, so that is the one operation our key objects carry; the document
+    as served (``public_jwks``) keeps the member as published.
+    """
+    if "key_ops" in members:
+        return {**members, "key_ops": ["verify"]}
+    return members
 
 
 def _check_rsa_numbers(material: Mapping[str, bytes]) -> None:

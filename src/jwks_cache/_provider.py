@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._clock import Clock, fail_at
+from ._clock import Clock, fail_at, move_on_at
 from ._config import ProviderConfig
 from ._errors import FetchError, JwksCacheError, KeyNotFoundError, SecurityError
+from ._fetch import Priority
 from ._jose import KeyEntry, KeyTable, key_fits_alg
 from ._persistence import Persistence
 from ._published import Published
@@ -29,7 +30,7 @@ __all__ = ["Provider", "ProviderHost"]
 
 log = logging.getLogger("jwks_cache")
 
-_WAIT_MARGIN = 1.0  # seconds a waiter gives a flight beyond its retry deadline before giving up itself
+_WAIT_MARGIN = 1.0  # seconds a flight gets beyond its retry deadlines before it is cut off
 
 
 class ProviderHost:
@@ -64,13 +65,14 @@ class ProviderHost:
 class _Flight:
     """One shared fetch; waiters hold a reference and read the outcome after ``done``."""
 
-    __slots__ = ("background", "conditional", "deadline", "done", "error", "ok")
+    __slots__ = ("background", "conditional", "deadline", "done", "error", "ok", "priority")
 
     def __init__(self, deadline: float, conditional: bool, background: bool) -> None:
         self.done = anyio.Event()
         self.deadline = deadline
         self.conditional = conditional
         self.background = background  # started by the scheduler, counted against its bound
+        self.priority = Priority(background=background)  # a joining caller promotes it
         self.error: JwksCacheError | None = None
         self.ok = False
 
@@ -188,9 +190,12 @@ class Provider:
         if self.closed:
             raise self._closed_error()
         deadline = self._clock.monotonic() + self._flight_budget()
-        flight = _Flight(deadline, conditional, background)
-        self._host.spawn(self._fly, flight, name=f"jwks-cache fetch {self.config.tenant}/{self.config.provider}")
-        self.flight = flight  # only once spawned: a closed registry leaves no flight nobody runs
+        flight = self.flight = _Flight(deadline, conditional, background)
+        try:
+            self._host.spawn(self._fly, flight, name=f"jwks-cache fetch {self.config.tenant}/{self.config.provider}")
+        except BaseException:
+            self.flight = None  # a closing registry refused it: leave no flight that nobody runs
+            raise
         return flight
 
     def _flight_budget(self) -> float:
@@ -211,12 +216,13 @@ class Provider:
         self._host.scheduler.landed(self, flight.background)
 
     async def _fly_in_scope(self, flight: _Flight) -> None:
+        fetched: Published | None = None  # a set this instance fetched upstream (fleet mode shares it)
         try:
             # the flight, not each waiter, enforces the deadline: one timer releases every waiter
             # on time, where a cancel scope per waiter made a 10,000-caller stampede twice as slow
             try:
                 with fail_at(self._clock, flight.deadline):
-                    outcome = await self._obtain(flight)
+                    outcome, upstream = await self._obtain(flight)
             except TimeoutError:
                 raise FetchError(
                     f"{self._name}: the key set fetch overran its deadline", url=self.refresher.jwks_url
@@ -224,11 +230,10 @@ class Provider:
         except (FetchError, SecurityError) as exc:
             self._record_failure(exc)
             flight.error = exc
-            if self._fleet is not None:
-                await self._fleet.release(self)  # let another instance try at once
         else:
             if isinstance(outcome, Published):
                 self._record_success(outcome)
+                fetched = outcome if upstream else None
             elif flight.conditional:  # fleet mode: the lease holder's set is ours already
                 self._reschedule(outcome)
             flight.ok = True
@@ -238,18 +243,35 @@ class Provider:
             if not flight.ok and flight.error is None:
                 flight.error = self._closed_error()
             flight.done.set()  # a crash or cancel still releases every waiter
+        if self._fleet is not None:
+            await self._fleet_follow_up(fetched)
 
-    async def _obtain(self, flight: _Flight) -> Published | float:
-        """Fleet mode asks the store first (another instance may have just fetched); else go upstream."""
+    async def _fleet_follow_up(self, fetched: Published | None) -> None:
+        """After the waiters are released: share a fetched set, or let another instance try at once.
+
+        Outside the flight's deadline, so a slow store cannot turn a good fetch into a failure, and
+        under a bound of its own (one retry deadline), so it cannot hold the scheduler's slot for long.
+        """
+        fleet = self._fleet
+        assert fleet is not None
+        with move_on_at(self._clock, self._clock.monotonic() + self.config.retry.deadline):
+            if fetched is not None:
+                await fleet.after_upstream_fetch(self, fetched)
+            elif self.lease_token is not None:
+                await fleet.release(self)
+
+    async def _obtain(self, flight: _Flight) -> tuple[Published | float, bool]:
+        """Fleet mode asks the store first (another instance may have just fetched); else go upstream.
+
+        Returns the outcome and whether it came from upstream.
+        """
         fleet = self._fleet
         if fleet is not None:
             adopted = await fleet.adopt_or_lease(self, unconditional=not flight.conditional)
             if adopted is not None:
-                return adopted
-        published = await self.refresher.fetch(self.published, conditional=flight.conditional)
-        if fleet is not None:
-            await fleet.after_upstream_fetch(self, published)
-        return published
+                return adopted, False
+        published = await self.refresher.fetch(self.published, conditional=flight.conditional, priority=flight.priority)
+        return published, True
 
     def adopt(self, published: Published) -> None:
         """Take a newer set announced by another instance (fleet mode) or restored from a store."""
@@ -311,6 +333,8 @@ class Provider:
 
     async def wait(self, flight: _Flight) -> None:
         """Wait for a flight, which ends by its deadline; cancelling the caller cancels nothing shared."""
+        if flight.priority.background:
+            flight.priority.promote()  # a caller waits on it now: no queueing behind background refreshes
         await flight.done.wait()
         if flight.error is not None:
             raise _fresh_copy(flight.error)

@@ -121,9 +121,10 @@ class Registry(anyio.AsyncContextManagerMixin):
             attach(fetcher.busy)
         try:
             async with _unwrap_single(), self._store_context(), anyio.create_task_group() as tg:
-                self._tg = tg
                 await tg.start(self._scheduler.run, name="jwks-cache scheduler")
                 await self._start_persistence(tg)
+                self._tg = tg  # only now: registrations need to know whether the store is shared
+                self._provider_host = self._make_host()
                 try:
                     yield self
                 finally:
@@ -200,21 +201,18 @@ class Registry(anyio.AsyncContextManagerMixin):
                 if published is not None:
                     found.adopt(published)
 
-    def _host(self) -> ProviderHost:
-        """The providers' shared context, made on the first registration (persistence is known by then)."""
-        host = self._provider_host
-        if host is None:
-            persistence = self._persistence
-            host = self._provider_host = ProviderHost(
-                clock=self._clock,
-                rng=self._rng,
-                spawn=self._spawn_flight,
-                scheduler=self._scheduler,
-                gone_error=self._gone_error,
-                on_publish=self._on_publish,
-                fleet=persistence if persistence is not None and persistence.shared else None,
-            )
-        return host
+    def _make_host(self) -> ProviderHost:
+        """The providers' shared context, made once the store (and whether it is shared) is known."""
+        persistence = self._persistence
+        return ProviderHost(
+            clock=self._clock,
+            rng=self._rng,
+            spawn=self._spawn_flight,
+            scheduler=self._scheduler,
+            gone_error=self._gone_error,
+            on_publish=self._on_publish,
+            fleet=persistence if persistence is not None and persistence.shared else None,
+        )
 
     def _spawn_flight(self, func: Any, *args: Any, name: str) -> None:
         """Start a fetch in the registry's group; during shutdown that is RegistryClosedError, not RuntimeError."""
@@ -278,7 +276,8 @@ class Registry(anyio.AsyncContextManagerMixin):
         kept = None
         if old is not None and old.config.jwks_url == config.jwks_url and old.config.issuer == config.issuer:
             kept = old.published
-        provider = Provider(config, refresher, self._host(), published=kept)
+        assert self._provider_host is not None  # made before the registry opens
+        provider = Provider(config, refresher, self._provider_host, published=kept)
         if kept is None and self._persistence is not None:
             await self._restore_one(provider, self._persistence)
         return provider

@@ -7,9 +7,9 @@ of due times and one sleeping task does the same work: providers only record whe
 The scheduler also bounds how many refreshes it runs at once. Ten thousand providers registered
 at start-up all fall due together; started at once they would be ten thousand tasks parked on the
 fetcher's limiter, holding their frames and buffers (memory, and garbage-collector passes that make
-registration superlinear), and a caller's cold lookup would queue behind all of them. Due providers
-wait in the heap instead, and the bound is below the fetcher's, so callers' flights always find a
-free fetch slot.
+registration superlinear). Due providers wait in the heap instead. The bound counts whole flights
+(backoff sleeps and fleet waits included), so it is generous; the fetcher separately keeps half of
+its request slots free of background refreshes, so callers' cold lookups never queue behind them.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_BACKGROUND_FLIGHTS", "Scheduler"]
 
-#: refreshes the scheduler runs at once (the fetcher allows 32 requests: the rest is for callers)
-MAX_BACKGROUND_FLIGHTS = 16
+#: refreshes the scheduler runs at once; of their requests the fetcher lets 16 run at a time
+MAX_BACKGROUND_FLIGHTS = 256
 
 
 class Scheduler:
@@ -51,8 +51,8 @@ class Scheduler:
             return
         provider.scheduled_at = when = provider.next_refresh
         heapq.heappush(self._heap, (when, next(self._seq), provider))
-        if when < self._nap_until and self._nap is not None:
-            self._nap.cancel()  # the new wake-up is earlier than the one we sleep towards (never when full)
+        if when < self._nap_until and self._nap is not None and self.flights < self._max_flights:
+            self._nap.cancel()  # the new wake-up is earlier than the one we sleep towards
 
     def landed(self, provider: Provider, background: bool) -> None:
         """A flight of ``provider`` ended: schedule its next wake-up, and free a slot if it was ours."""

@@ -469,28 +469,48 @@ async def test_a_callers_own_exception_group_comes_out_as_itself() -> None:
         assert info.value.message == "mine"
 
 
-async def test_start_up_refreshes_run_sixteen_at_a_time_and_a_cold_caller_never_queues_behind_them() -> None:
+async def test_background_refreshes_send_sixteen_requests_at_a_time_and_a_cold_caller_never_queues() -> None:
     with anyio.fail_after(20):
         async with LocalIdentityProvider() as idp, loopback_registry() as reg:
             idp.stall(math.inf)
-            for i in range(40):
-                await reg.register(config_for(idp, tenant=f"t{i}"))
+            # a query per tenant tells the requests apart
+            await reg.register_many(
+                config_for(idp, tenant=f"t{i}", jwks_url=f"{idp.jwks_url}?t={i}") for i in range(40)
+            )
             await idp.wait_for_requests(16)
             await anyio.wait_all_tasks_blocked()
-            assert idp.request_count == 16  # the other 24 wait in the scheduler, not as parked tasks
-            assert len(_library_tasks()) == 1 + 16  # the scheduler and sixteen flights
+            assert idp.request_count == 16  # the other 24 wait for a background request slot
+            sent = {r.query for r in idp.requests}
+            queued = next(i for i in range(40) if f"t={i}" not in sent)
             got: list[str] = []
 
             async def cold_caller() -> None:
-                got.append((await reg.get_key("t39", PROVIDER, idp.kids[0])).kid)
+                got.append((await reg.get_key(f"t{queued}", PROVIDER, idp.kids[0])).kid)
 
             async with anyio.create_task_group() as tg:
-                tg.start_soon(cold_caller)
-                await idp.wait_for_requests(17)  # its own request left at once
+                tg.start_soon(cold_caller)  # joins a refresh queued for a background slot: promoted
+                await idp.wait_for_requests(17)  # its request left at once, beside the sixteen
+                await anyio.wait_all_tasks_blocked()
+                assert idp.request_count == 17
+                assert idp.requests[-1].query == f"t={queued}"
                 idp.recover()
             assert got == [idp.kids[0]]
             await eventually(lambda: all(s.key_ids for s in reg.statuses()))
-            assert idp.request_count == 40  # every provider fetched once: t39's scheduled refresh joined nothing
+            assert idp.request_count == 40  # every provider fetched once
+
+
+async def test_unregistering_during_a_background_refresh_frees_its_scheduler_slot() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            idp.stall(math.inf)
+            await reg.register_many(config_for(idp, tenant=f"t{i}") for i in range(3))
+            await idp.wait_for_requests(3)
+            assert reg._scheduler.flights == 3
+            assert await reg.unregister("t0", PROVIDER)
+            await reg.register(config_for(idp, tenant="t1", min_ttl=60.0))
+            await eventually(lambda: reg._scheduler.flights == 2)  # t0's slot back; t1's replaced flight
+            idp.recover()
+            await eventually(lambda: reg._scheduler.flights == 0 and all(s.key_ids for s in reg.statuses()))
 
 
 async def test_register_many_installs_a_batch_with_one_scheduling_point() -> None:

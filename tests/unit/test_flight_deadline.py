@@ -23,7 +23,7 @@ class _HangingRefresher:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def fetch(self, current: Any, *, conditional: bool) -> Any:
+    async def fetch(self, current: Any, *, conditional: bool, priority: Any = None) -> Any:
         self.calls += 1
         await anyio.sleep_forever()
 

@@ -432,3 +432,18 @@ def test_members_joserfc_would_refuse_are_skipped_at_parse_not_at_resolve() -> N
     assert skip_reason({**pub(rsa_private(), kid="bad"), "x5c": 5}) == "invalid RSA key (KeyParameterError)"
     table = parse({**pub(rsa_private(), kid="bad"), "x5c": 5}, good())
     assert [k.kid for k in table.key_set().keys] == ["good"]
+
+
+def test_key_ops_values_joserfc_does_not_know_keep_the_key_served_and_resolvable() -> None:
+    custom = pub(rsa_private(), kid="custom", use="sig", key_ops=["verify", "x-custom"])
+    table = parse(custom, good())
+    assert table.key_ids == ("custom", "good")
+    assert table.jwk(table.by_kid["custom"]).kid == "custom"
+    assert [k.kid for k in table.key_set().keys] == ["custom", "good"]
+    assert table.public_jwks()["keys"][0]["key_ops"] == ["verify", "x-custom"]  # served as published
+
+
+def test_a_foreign_entry_never_lands_on_a_tables_warm_path() -> None:
+    mine, other = parse(good("k")), parse(pub(rsa_private(2048, 1), kid="k"))
+    assert mine.jwk(other.by_kid["k"]) is other.by_kid["k"].jwk
+    assert mine.made == {}
