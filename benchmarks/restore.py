@@ -1,6 +1,7 @@
 """Warm restart: a Registry restoring N snapshots from a FileStore (and Redis, when a server exists).
 
-Snapshots are written straight through the store's public ``save`` (the body is the identity
+Each measurement runs in a fresh interpreter, as a warm restart does, so the benchmark's own heap
+(and its garbage-collector passes) do not count. Snapshots are written straight through the store's public ``save`` (the body is the identity
 provider's real JWKS, fresh for 300 s), then a new Registry is entered with the store and every
 provider registered. Timed: entering (restore on entry), the registrations, and until every
 provider answers ``get_key_nowait``; the identity provider must see no request at all. A warm
@@ -12,9 +13,13 @@ without an upstream request, the case prints SKIP instead of measuring.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,6 +35,8 @@ NAME = "restore"
 _REFERENCE = 10_000
 _LIMIT_S = 1.0
 _SAVE_CONCURRENCY = 64
+_ROOT = Path(__file__).resolve().parent.parent
+_SHARED_KID = ""  # set in the child process: the kid of the shared document
 
 StoreFactory = Callable[[], Any]
 
@@ -96,10 +103,15 @@ async def _probe(make_store: StoreFactory, url: str, kid: str, body: bytes, coun
     return None
 
 
-async def _measure(
-    make_store: StoreFactory, url: str, kids: Callable[[int], str], n: int, counter: Callable[[], int]
-) -> dict[str, Any]:
-    before = counter()
+def _kids(scenario: str) -> Callable[[int], str]:
+    return (lambda i: f"k{i}-0") if scenario == "distinct" else (lambda _: _SHARED_KID)
+
+
+def _store_from(kind: str, where: str) -> StoreFactory | None:
+    return _file_store(where) if kind == "FileStore" else _redis_store(where)
+
+
+async def _measure(make_store: StoreFactory, url: str, kids: Callable[[int], str], n: int) -> dict[str, Any]:
     began = time.perf_counter()
     async with loopback_registry(store=make_store()) as reg:
         entered = time.perf_counter()
@@ -112,7 +124,6 @@ async def _measure(
             except KeyNotFoundError:
                 missing += 1
         served = time.perf_counter()
-        requests = counter() - before
         # a provider not restored fetches on its own (a verdict of MISS); leaving cancels that
     return {
         "providers": n,
@@ -120,8 +131,21 @@ async def _measure(
         "register_seconds": registered - entered,
         "total_seconds": served - began,
         "not_restored_at_first_lookup": missing,
-        "upstream_requests": requests,
     }
+
+
+def _measure_in_child(kind: str, where: str, url: str, kid: str, scenario: str, n: int, backend: str) -> dict[str, Any]:
+    """A warm restart is a new process: measure in one, so this script's own heap is not in the way."""
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.restore", kind, where, url, kid, scenario, str(n), backend],
+        cwd=_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    figures: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def run(quick: bool) -> CaseResult:
@@ -139,10 +163,8 @@ def run(quick: bool) -> CaseResult:
                 return idp.request_count
 
             # shared: every tenant stored the same document (parsed once); distinct: each its own five keys
-            scenarios: dict[str, tuple[Bodies, Callable[[int], str]]] = {
-                "shared": (lambda _: body, lambda _: kid),
-                "distinct": (jwks_body, lambda i: f"k{i}-0"),
-            }
+            scenarios: dict[str, Bodies] = {"shared": lambda _: body, "distinct": jwks_body}
+            where = {"FileStore": directory, "RedisStore": redis_url or ""}
             for store_name, make_store in stores.items():
                 if make_store is None:
                     why = "redis-server not found" if store_name == "RedisStore" and not redis_url else "not importable"
@@ -152,10 +174,12 @@ def run(quick: bool) -> CaseResult:
                 if reason is not None:
                     result.skip("-", f"{store_name}: {reason}")
                     continue
-                for scenario, (bodies, kids) in scenarios.items():
+                for scenario, bodies in scenarios.items():
                     anyio.run(_seed, make_store, n, url, bodies)
                     for backend in BACKENDS:
-                        s = anyio.run(_measure, make_store, url, kids, n, counter, backend=backend)
+                        before = counter()
+                        s = _measure_in_child(store_name, where[store_name], url, kid, scenario, n, backend)
+                        s["upstream_requests"] = counter() - before
                         result.raw.setdefault(store_name, {}).setdefault(scenario, {})[backend] = s
                         _rows(result, backend, f"{store_name}, {scenario} keys,", s, scale)
     return result
@@ -183,3 +207,12 @@ def _rows(result: CaseResult, backend: str, store: str, s: dict[str, Any], scale
             status=verdict(requests == 0),
         )
     )
+
+
+if __name__ == "__main__":
+    _, kind_arg, where_arg, url_arg, kid_arg, scenario_arg, n_arg, backend_arg = sys.argv
+    _SHARED_KID = kid_arg
+    factory = _store_from(kind_arg, where_arg)
+    assert factory is not None, f"{kind_arg} is not available"
+    measured = anyio.run(_measure, factory, url_arg, _kids(scenario_arg), int(n_arg), backend=backend_arg)
+    print(json.dumps(measured), flush=True)

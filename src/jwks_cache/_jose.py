@@ -78,7 +78,7 @@ _CANDIDATE_CAP: Final = 10  # kid-less tokens try at most this many keys (signat
 B64URL_CHARS: Final = re.compile(rb"[A-Za-z0-9_-]*")
 
 
-class KeyEntry:
+class KeyEntry(msgspec.Struct, kw_only=True, gc=False, repr_omit_defaults=True):
     """One servable key; ``kid`` is the published one, never joserfc's generated thumbprint.
 
     Its key objects (joserfc's and cryptography's) are made on first use, not at parse time: a
@@ -86,19 +86,19 @@ class KeyEntry:
     kilobyte of OpenSSL memory, so ten thousand tenants would otherwise hold fifty thousand of them
     (and pay for making them on every restore). Parsing already judged the key exactly as making it
     would, so making it later cannot fail. Until then the entry holds only its index in ``body``.
+
+    ``gc=False``: the garbage collector never scans entries (tens of thousands after a restore),
+    which is safe because nothing an entry holds refers back to it.
     """
 
-    __slots__ = ("_jwk", "_verifier", "alg", "body", "crv", "index", "kid", "kty")
-
-    def __init__(self, *, index: int, kid: str | None, kty: str, alg: str | None, crv: str | None, body: bytes) -> None:
-        self.index = index  # position in the document's "keys" array
-        self.kid = kid
-        self.kty = kty
-        self.alg = alg
-        self.crv = crv
-        self.body = body  # the document it came from (shared with its table, not a copy)
-        self._jwk: Key | None = None  # set by the first use of :attr:`jwk`
-        self._verifier: object | None = None
+    index: int  # position in the document's "keys" array
+    kid: str | None
+    kty: str
+    alg: str | None
+    crv: str | None
+    body: bytes  # the document it came from (shared with its table, not a copy)
+    _jwk: Key | None = None  # set by the first use of :attr:`jwk`
+    _verifier: object | None = None
 
     def __repr__(self) -> str:
         return f"KeyEntry(kid={self.kid!r}, kty={self.kty!r}, alg={self.alg!r}, crv={self.crv!r})"
