@@ -194,7 +194,7 @@ async def post_refresh(ctx: Context, request: Request, params: Mapping[str, str]
     tenant, provider = _names(params)
     # Start (or join) the single-flight fetch in the registry's task group and answer at once:
     # an admin request should not hold a connection for a whole retry deadline.
-    _provider(ctx.registry, tenant, provider).start_flight(conditional=True)
+    ctx.registry.request_refresh(tenant, provider)
     return json_response(
         202, ctx.registry.status(tenant, provider), headers=[("location", _status_url(request, tenant, provider))]
     )

@@ -49,6 +49,8 @@ class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
     refreshes: int
     refresh_errors: int
     labels: dict[str, str] = msgspec.field(default_factory=dict)
+    #: refreshes answered 304 Not Modified (counted in ``refreshes`` too)
+    revalidations: int = 0
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):

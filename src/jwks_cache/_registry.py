@@ -470,6 +470,19 @@ class Registry(anyio.AsyncContextManagerMixin):
         """Refresh now (conditional), or join the refresh in progress; raises its error."""
         await self._provider(tenant, provider).refresh()
 
+    def request_refresh(self, tenant: str, provider: str) -> None:
+        """Start a conditional refresh in the registry's task group, or leave the one in flight; returns at once.
+
+        For admin tooling that must not hold a request open for a retry deadline; the outcome shows
+        in :meth:`status`.
+
+        Raises:
+            NotRegisteredError, RegistryClosedError.
+        """
+        found = self._provider(tenant, provider)
+        if found.flight is None:
+            found.start_flight(conditional=True)
+
     def status(self, tenant: str, provider: str) -> ProviderStatus:
         return provider_status(self._provider(tenant, provider), self._clock)
 

@@ -61,4 +61,5 @@ def provider_status(provider: Provider, clock: Clock) -> ProviderStatus:
         refreshes=provider.refreshes,
         refresh_errors=provider.refresh_errors,
         labels=dict(cfg.labels),
+        revalidations=provider.not_modified,
     )

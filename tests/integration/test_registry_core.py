@@ -551,3 +551,25 @@ async def test_register_many_refuses_the_whole_batch_naming_the_bad_registration
         assert reg.statuses() == []
         await anyio.lowlevel.checkpoint()
         assert idp.request_count == 0
+
+
+async def test_request_refresh_returns_at_once_and_status_counts_the_304() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            await reg.register(config_for(idp))
+            await reg.get_key(TENANT, PROVIDER, idp.kids[0])
+            assert reg.status(TENANT, PROVIDER).revalidations == 0
+            idp.stall(math.inf)
+            reg.request_refresh(TENANT, PROVIDER)  # returns at once although the IdP stalls
+            reg.request_refresh(TENANT, PROVIDER)  # leaves the one in flight
+            await idp.wait_for_requests(2)
+            assert reg.status(TENANT, PROVIDER).state is ProviderState.REFRESHING
+            idp.recover()
+            await eventually(lambda: reg.status(TENANT, PROVIDER).revalidations == 1, clock=clock)
+            assert idp.request_count == 2
+            assert idp.requests[-1].headers.get("if-none-match") is not None
+            status = reg.status(TENANT, PROVIDER)
+            assert (status.refreshes, status.state) == (2, ProviderState.READY)
+            with pytest.raises(NotRegisteredError):
+                reg.request_refresh("nobody", PROVIDER)
