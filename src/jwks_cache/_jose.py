@@ -107,28 +107,22 @@ class KeyEntry(msgspec.Struct, kw_only=True, gc=False, repr_omit_defaults=True):
     def jwk(self) -> Key:
         """The joserfc key (public members only), made on first use."""
         jwk = self._jwk
-        if jwk is None:
-            self._make()
-            jwk = self._jwk
-            assert jwk is not None
-        return jwk
+        return jwk if jwk is not None else self._make()[1]
 
     @property
     def verifier(self) -> object:
         """The cryptography public key object, made on first use."""
         verifier = self._verifier
-        if verifier is None:
-            self._make()
-            verifier = self._verifier
-        return verifier
+        return verifier if verifier is not None else self._make()[0]
 
-    def _make(self) -> None:
+    def _make(self) -> tuple[object, Key]:
         # the body passed the strict decode when parsed: msgspec alone gives the same tree
         raw = msgspec.json.decode(self.body)["keys"][self.index]
         material = _check_material(raw, self.kty)
         verifier = _public_key(self.kty, self.crv, material)
-        jwk = _JOSE_TYPES[self.kty].import_key(verifier, parameters=_parameters(raw, self.kty))  # type: ignore[attr-defined]
+        jwk: Key = _JOSE_TYPES[self.kty].import_key(verifier, parameters=_parameters(raw, self.kty))  # type: ignore[attr-defined]
         self._verifier, self._jwk = verifier, jwk
+        return verifier, jwk
 
 
 class SkippedKey(msgspec.Struct, frozen=True):

@@ -7,7 +7,7 @@ import random
 
 import anyio
 import pytest
-from tests.helpers import PROVIDER, TENANT, config_for, eventually, loopback_registry
+from tests.helpers import PROVIDER, QUICK_RETRY, TENANT, config_for, eventually, loopback_registry
 
 from jwks_cache import (
     ConfigError,
@@ -573,3 +573,22 @@ async def test_request_refresh_returns_at_once_and_status_counts_the_304() -> No
             assert (status.refreshes, status.state) == (2, ProviderState.READY)
             with pytest.raises(NotRegisteredError):
                 reg.request_refresh("nobody", PROVIDER)
+
+
+async def test_a_stalling_identity_provider_does_not_starve_other_tenants_refreshes() -> None:
+    """Compressed real time (QUICK_RETRY): a stalled request is cut at 0.2 s, a flight at 1 s."""
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as down, LocalIdentityProvider() as up, loopback_registry() as reg:
+            down.stall(math.inf)
+            batch = [config_for(down, tenant=f"down{i}", retry=QUICK_RETRY) for i in range(20)]
+            batch += [config_for(up, tenant=f"up{i}", retry=QUICK_RETRY) for i in range(5)]
+            await reg.register_many(batch)  # the twenty stalled ones first (on asyncio, they take every slot)
+            for _ in range(1000):  # bounded: 10 ms steps inside the fail_after
+                if all(reg.status(f"up{i}", PROVIDER).key_ids for i in range(5)):
+                    break
+                await anyio.sleep(0.01)
+            # the stalled tenants are still retrying: their backoff sleeps held no request slot
+            states = {reg.status(f"down{i}", PROVIDER).state for i in range(20)}
+            assert states == {ProviderState.LOADING}
+            assert up.request_count == 5
+            down.recover()
