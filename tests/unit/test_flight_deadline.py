@@ -1,14 +1,20 @@
-"""The flight, not each waiter, enforces the fetch deadline (pure logic: a refresher stand-in that hangs)."""
+"""The flight, not each waiter, enforces the fetch deadline; fleet follow-ups never hold waiters.
+
+Pure logic with stand-ins for the refresher and the shared store (a hang is what is under test).
+"""
 
 from __future__ import annotations
 
+import json
 import random
 from typing import Any
 
 import anyio
 
 from jwks_cache import FetchError, ProviderConfig, RegistryClosedError, RetryPolicy
+from jwks_cache._jose import parse_jwks
 from jwks_cache._provider import Provider, ProviderHost
+from jwks_cache._published import Published
 from jwks_cache._scheduler import Scheduler
 from jwks_cache.testing import VirtualClock
 
@@ -65,4 +71,77 @@ async def test_a_flight_overrunning_its_deadline_releases_every_waiter_with_fetc
             assert len(outcomes) == 50
             assert "overran its deadline" in str(outcomes[0])
             assert provider.flight is None and provider.error_count == 1
+            tg.cancel_scope.cancel()
+
+
+class _QuickRefresher:
+    jwks_url = "https://idp.example/jwks"
+
+    async def fetch(self, current: Any, *, conditional: bool, priority: Any = None) -> Published:
+        body = json.dumps(
+            {"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}
+        ).encode()
+        return Published(
+            table=parse_jwks(body, url=self.jwks_url),
+            url=self.jwks_url,
+            fetched_at=1000.0,
+            ttl=300.0,
+            stale_while_error=60.0,
+            wall_fetched_at=1_800_000_000.0,
+            etag=None,
+            last_modified=None,
+            no_store=False,
+        )
+
+
+class _HangingFleet:
+    """A shared store whose publish never returns (a Redis that stopped answering)."""
+
+    shared = True
+
+    def __init__(self) -> None:
+        self.published = 0
+
+    async def adopt_or_lease(self, provider: Any, *, unconditional: bool) -> None:
+        return None  # we hold the lease: fetch upstream
+
+    async def after_upstream_fetch(self, provider: Any, published: Any) -> None:
+        self.published += 1
+        await anyio.sleep_forever()
+
+
+async def test_waiters_get_the_fetched_set_before_a_hanging_store_is_told_and_the_flight_still_ends() -> None:
+    clock = VirtualClock()
+    fleet = _HangingFleet()
+    got: list[str] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            scheduler = Scheduler(clock)
+
+            def spawn(func: Any, *args: Any, name: str) -> None:
+                tg.start_soon(func, *args, name=name)
+
+            host = ProviderHost(
+                clock=clock,
+                rng=random.Random(0),
+                spawn=spawn,
+                scheduler=scheduler,
+                gone_error=lambda t, p: RegistryClosedError(f"{t}/{p} gone"),
+                fleet=fleet,  # type: ignore[arg-type]
+            )
+            config = ProviderConfig(tenant="acme", provider="idp", jwks_url=_QuickRefresher.jwks_url, retry=RETRY)
+            provider = Provider(config, _QuickRefresher(), host)  # type: ignore[arg-type]
+
+            async def waiter() -> None:
+                table = await provider.table()
+                got.append(table.key_ids[0])
+
+            async with anyio.create_task_group() as waiters:
+                for _ in range(10):
+                    waiters.start_soon(waiter)
+            assert got == ["k"] * 10  # released while the store still hangs
+            assert fleet.published == 1 and provider.refreshes == 1 and provider.error_count == 0
+            await clock.advance(RETRY.deadline + 0.1)  # the follow-up's own bound
+            await clock.settle()
+            assert [t.name for t in anyio.get_running_tasks() if t.name.startswith("jwks-cache fetch")] == []
             tg.cancel_scope.cancel()
