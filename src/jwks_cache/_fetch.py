@@ -24,7 +24,7 @@ from ._security import HopPolicy, check_address, check_content_type, check_pin, 
 from ._telemetry import Telemetry
 from ._transport import GuardedTransport, hop_policy, resolve_checked
 
-__all__ = ["FetchResult", "Fetcher", "Headers", "Priority"]
+__all__ = ["FetchResult", "Fetcher", "Headers"]
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -42,26 +42,6 @@ class FetchResult(msgspec.Struct, frozen=True, kw_only=True):
     body: bytes | None
     headers: Headers
     received_at: float  # wall clock, for HTTP date arithmetic
-
-
-class Priority:
-    """Whether a fetch is a background refresh, which a caller joining it can change while it queues.
-
-    Background refreshes share half of the request slots, so callers always find one; but a caller
-    who joins a refresh still waiting for such a slot must not wait behind the others:
-    :meth:`promote` makes it a caller's fetch and cuts its wait short.
-    """
-
-    __slots__ = ("background", "waiting")
-
-    def __init__(self, *, background: bool) -> None:
-        self.background = background
-        self.waiting: anyio.CancelScope | None = None  # set while queued for a background slot
-
-    def promote(self) -> None:
-        self.background = False
-        if self.waiting is not None:
-            self.waiting.cancel()
 
 
 class Fetcher:
@@ -101,28 +81,14 @@ class Fetcher:
         max_bytes: int,
         attempt_timeout: float,
         headers: dict[str, str] | None = None,
-        priority: Priority | None = None,
+        background: bool = False,
     ) -> FetchResult:
         """One attempt: every hop checked, the whole attempt under one timeout (not the queueing)."""
-        background = priority is not None and await self._queue_for_background(priority)
-        try:
-            async with self._limiter:
+        if background:
+            async with self._background, self._limiter:
                 return await self._attempt(url, policy, max_redirects, max_bytes, attempt_timeout, headers)
-        finally:
-            if background:
-                self._background.release()
-
-    async def _queue_for_background(self, priority: Priority) -> bool:
-        """Take a background slot, unless promoted first (then: False, and no slot is held)."""
-        if not priority.background:
-            return False
-        with anyio.CancelScope() as waiting:
-            priority.waiting = waiting
-            try:
-                await self._background.acquire()
-            finally:
-                priority.waiting = None
-        return not waiting.cancelled_caught
+        async with self._limiter:
+            return await self._attempt(url, policy, max_redirects, max_bytes, attempt_timeout, headers)
 
     async def _attempt(
         self,

@@ -15,7 +15,6 @@ import anyio
 from ._clock import Clock, fail_at, move_on_at
 from ._config import ProviderConfig
 from ._errors import FetchError, JwksCacheError, KeyNotFoundError, SecurityError
-from ._fetch import Priority
 from ._jose import KeyEntry, KeyTable, key_fits_alg
 from ._persistence import Persistence
 from ._published import Published
@@ -65,14 +64,13 @@ class ProviderHost:
 class _Flight:
     """One shared fetch; waiters hold a reference and read the outcome after ``done``."""
 
-    __slots__ = ("background", "conditional", "deadline", "done", "error", "ok", "priority")
+    __slots__ = ("background", "conditional", "deadline", "done", "error", "ok")
 
     def __init__(self, deadline: float, conditional: bool, background: bool) -> None:
         self.done = anyio.Event()
         self.deadline = deadline
         self.conditional = conditional
         self.background = background  # started by the scheduler, counted against its bound
-        self.priority = Priority(background=background)  # a joining caller promotes it
         self.error: JwksCacheError | None = None
         self.ok = False
 
@@ -97,6 +95,7 @@ class Provider:
         "_cooldown",
         "_fleet",
         "_flight_scope",
+        "_follow_up_scope",
         "_host",
         "_notice",
         "_stale_logged",
@@ -139,6 +138,7 @@ class Provider:
         self.closed = False
         self.scheduled_at: float | None = None  # the wake-up the scheduler holds for us
         self._flight_scope: anyio.CancelScope | None = None
+        self._follow_up_scope: anyio.CancelScope | None = None  # fleet mode, after a flight's waiters
         self.flight: _Flight | None = None
         self.next_refresh = -math.inf if published is None else self._after_success(published)
         self._cooldown: KidCooldown | None = None  # made on the first unknown kid
@@ -172,8 +172,9 @@ class Provider:
     def close(self) -> None:
         """Stop for good: no more wake-ups, and the flight in progress (if any) is cancelled."""
         self.closed = True
-        if self._flight_scope is not None:
-            self._flight_scope.cancel()
+        for scope in (self._flight_scope, self._follow_up_scope):
+            if scope is not None:
+                scope.cancel()
 
     def _reschedule(self, when: float) -> None:
         self.next_refresh = when
@@ -205,18 +206,27 @@ class Provider:
         return rounds * self.config.retry.deadline + _WAIT_MARGIN
 
     async def _fly(self, flight: _Flight) -> None:
+        fetched: Published | None = None
         with anyio.CancelScope() as scope:
             self._flight_scope = scope
             if self.closed:
                 scope.cancel()  # closed between start_soon and now
-            await self._fly_in_scope(flight)
-        self._flight_scope = None
+            fetched = await self._fly_in_scope(flight)
+        if self._flight_scope is scope:  # a later flight may have started once our waiters were released
+            self._flight_scope = None
+        if self._fleet is not None and not self.closed:
+            with anyio.CancelScope() as follow_up:
+                self._follow_up_scope = follow_up
+                await self._fleet_follow_up(fetched, failed=flight.error is not None)
+            if self._follow_up_scope is follow_up:
+                self._follow_up_scope = None
         # the scheduler consumed our wake-up to start this flight (or we moved it), and a
         # background flight frees one of its slots
         self._host.scheduler.landed(self, flight.background)
 
-    async def _fly_in_scope(self, flight: _Flight) -> None:
-        fetched: Published | None = None  # a set this instance fetched upstream (fleet mode shares it)
+    async def _fly_in_scope(self, flight: _Flight) -> Published | None:
+        """Run the flight and release its waiters; returns a set fetched upstream (fleet mode shares it)."""
+        fetched: Published | None = None
         try:
             # the flight, not each waiter, enforces the deadline: one timer releases every waiter
             # on time, where a cancel scope per waiter made a 10,000-caller stampede twice as slow
@@ -243,21 +253,21 @@ class Provider:
             if not flight.ok and flight.error is None:
                 flight.error = self._closed_error()
             flight.done.set()  # a crash or cancel still releases every waiter
-        if self._fleet is not None:
-            await self._fleet_follow_up(fetched)
+        return fetched
 
-    async def _fleet_follow_up(self, fetched: Published | None) -> None:
-        """After the waiters are released: share a fetched set, or let another instance try at once.
+    async def _fleet_follow_up(self, fetched: Published | None, *, failed: bool) -> None:
+        """After the waiters are released: share a fetched set, or after a failure let another instance try.
 
         Outside the flight's deadline, so a slow store cannot turn a good fetch into a failure, and
         under a bound of its own (one retry deadline), so it cannot hold the scheduler's slot for long.
+        A lease kept from an earlier fetch is released only by a failure, as before.
         """
         fleet = self._fleet
         assert fleet is not None
         with move_on_at(self._clock, self._clock.monotonic() + self.config.retry.deadline):
             if fetched is not None:
                 await fleet.after_upstream_fetch(self, fetched)
-            elif self.lease_token is not None:
+            elif failed and self.lease_token is not None:
                 await fleet.release(self)
 
     async def _obtain(self, flight: _Flight) -> tuple[Published | float, bool]:
@@ -270,7 +280,9 @@ class Provider:
             adopted = await fleet.adopt_or_lease(self, unconditional=not flight.conditional)
             if adopted is not None:
                 return adopted, False
-        published = await self.refresher.fetch(self.published, conditional=flight.conditional, priority=flight.priority)
+        published = await self.refresher.fetch(
+            self.published, conditional=flight.conditional, background=flight.background
+        )
         return published, True
 
     def adopt(self, published: Published) -> None:
@@ -333,8 +345,6 @@ class Provider:
 
     async def wait(self, flight: _Flight) -> None:
         """Wait for a flight, which ends by its deadline; cancelling the caller cancels nothing shared."""
-        if flight.priority.background:
-            flight.priority.promote()  # a caller waits on it now: no queueing behind background refreshes
         await flight.done.wait()
         if flight.error is not None:
             raise _fresh_copy(flight.error)

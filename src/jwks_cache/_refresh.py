@@ -14,7 +14,7 @@ import msgspec
 from ._clock import Clock
 from ._config import ProviderConfig
 from ._errors import FetchError, InvalidJwksError, SecurityError
-from ._fetch import Fetcher, FetchResult, Priority
+from ._fetch import Fetcher, FetchResult
 from ._freshness import compute_freshness, conditional_headers
 from ._jose import TableCache
 from ._published import Published
@@ -79,25 +79,23 @@ class Refresher:
             return self._config.jwks_url
         return self._discovered.jwks_uri if self._discovered is not None else None
 
-    async def fetch(
-        self, current: Published | None, *, conditional: bool, priority: Priority | None = None
-    ) -> Published:
+    async def fetch(self, current: Published | None, *, conditional: bool, background: bool = False) -> Published:
         """Return a new Published (200), or ``current`` re-dated (304). Raises FetchError/SecurityError.
 
-        A background ``priority`` (the scheduler's refreshes) queues for a smaller pool of request slots.
+        ``background`` fetches (the scheduler's) use the fetcher's smaller pool of request slots.
         """
         with self._fetcher.telemetry.refresh_span(self, self._config, self._clock) as span:
-            published = await self._fetch_set(current, conditional=conditional, priority=priority)
+            published = await self._fetch_set(current, conditional=conditional, background=background)
             if published.revalidated:
                 span.outcome = "304"
             return published
 
-    async def _fetch_set(self, current: Published | None, *, conditional: bool, priority: Priority | None) -> Published:
-        url = await self._resolve_jwks_url(priority)
+    async def _fetch_set(self, current: Published | None, *, conditional: bool, background: bool) -> Published:
+        url = await self._resolve_jwks_url(background)
         extra: dict[str, str] = {}
         if conditional and current is not None and current.url == url:
             extra = conditional_headers(current.etag, current.last_modified)
-        result = await self._get(url, extra, self._config.max_response_bytes, priority)
+        result = await self._get(url, extra, self._config.max_response_bytes, background)
         cfg = self._config
         fresh = compute_freshness(result.headers, now=result.received_at, min_ttl=cfg.min_ttl, max_ttl=cfg.max_ttl)
         if result.status == 304:
@@ -125,7 +123,7 @@ class Refresher:
             revalidated=result.status == 304,
         )
 
-    async def _get(self, url: str, extra: dict[str, str], max_bytes: int, priority: Priority | None) -> FetchResult:
+    async def _get(self, url: str, extra: dict[str, str], max_bytes: int, background: bool) -> FetchResult:
         cfg = self._config
 
         def on_retry(_attempt: int, _exc: BaseException) -> None:
@@ -139,14 +137,14 @@ class Refresher:
                 max_bytes=max_bytes,
                 attempt_timeout=cfg.retry.attempt_timeout,
                 headers=extra,
-                priority=priority,
+                background=background,
             )
 
         return await with_retries(
             attempt, policy=cfg.retry, clock=self._clock, rng=self._rng, url=url, on_retry=on_retry
         )
 
-    async def _resolve_jwks_url(self, priority: Priority | None) -> str:
+    async def _resolve_jwks_url(self, background: bool) -> str:
         """OIDC Discovery 1.0 §4: the configured issuer must equal the document's, byte for byte."""
         if self._config.jwks_url is not None:
             return self._config.jwks_url
@@ -156,7 +154,7 @@ class Refresher:
         issuer = self._config.issuer
         assert issuer is not None
         url = issuer.rstrip("/") + _DISCOVERY_PATH
-        result = await self._get(url, {}, _DISCOVERY_MAX_BYTES, priority)
+        result = await self._get(url, {}, _DISCOVERY_MAX_BYTES, background)
         if result.status != 200 or result.body is None:
             raise FetchError(f"GET {url}: unexpected HTTP {result.status} for discovery", url=url, status=result.status)
         try:

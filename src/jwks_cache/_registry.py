@@ -479,9 +479,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         Raises:
             NotRegisteredError, RegistryClosedError.
         """
-        found = self._provider(tenant, provider)
-        if found.flight is None:
-            found.start_flight(conditional=True)
+        self._provider(tenant, provider).start_flight(conditional=True)  # joins the one in flight, if any
 
     def status(self, tenant: str, provider: str) -> ProviderStatus:
         return provider_status(self._provider(tenant, provider), self._clock)

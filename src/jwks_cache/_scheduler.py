@@ -7,9 +7,11 @@ of due times and one sleeping task does the same work: providers only record whe
 The scheduler also bounds how many refreshes it runs at once. Ten thousand providers registered
 at start-up all fall due together; started at once they would be ten thousand tasks parked on the
 fetcher's limiter, holding their frames and buffers (memory, and garbage-collector passes that make
-registration superlinear). Due providers wait in the heap instead. The bound counts whole flights
-(backoff sleeps and fleet waits included), so it is generous; the fetcher separately keeps half of
-its request slots free of background refreshes, so callers' cold lookups never queue behind them.
+registration superlinear). Due providers wait in the heap instead, where waiting costs no deadline.
+The bound equals the fetcher's background request slots (half of its slots: callers' cold lookups
+never queue behind refreshes). It counts whole flights, backoff sleeps included: when many identity
+providers fail at once, other tenants' refreshes run later, never fail because of them, and a
+caller whose keys ran out fetches for itself.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_BACKGROUND_FLIGHTS", "Scheduler"]
 
-#: refreshes the scheduler runs at once; of their requests the fetcher lets 16 run at a time
-MAX_BACKGROUND_FLIGHTS = 256
+#: refreshes the scheduler runs at once: as many as the fetcher's background request slots, so a
+#: refresh never queues for a slot inside its own retry deadline (which would record a failure
+#: that only other tenants' slow identity providers caused)
+MAX_BACKGROUND_FLIGHTS = 16
 
 
 class Scheduler:

@@ -29,7 +29,7 @@ class _HangingRefresher:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def fetch(self, current: Any, *, conditional: bool, priority: Any = None) -> Any:
+    async def fetch(self, current: Any, *, conditional: bool, background: bool = False) -> Any:
         self.calls += 1
         await anyio.sleep_forever()
 
@@ -77,7 +77,7 @@ async def test_a_flight_overrunning_its_deadline_releases_every_waiter_with_fetc
 class _QuickRefresher:
     jwks_url = "https://idp.example/jwks"
 
-    async def fetch(self, current: Any, *, conditional: bool, priority: Any = None) -> Published:
+    async def fetch(self, current: Any, *, conditional: bool, background: bool = False) -> Published:
         body = json.dumps(
             {"keys": [{"kty": "OKP", "crv": "Ed25519", "kid": "k", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}
         ).encode()
