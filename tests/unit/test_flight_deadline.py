@@ -145,3 +145,47 @@ async def test_waiters_get_the_fetched_set_before_a_hanging_store_is_told_and_th
             await clock.settle()
             assert [t.name for t in anyio.get_running_tasks() if t.name.startswith("jwks-cache fetch")] == []
             tg.cancel_scope.cancel()
+
+
+class _FirstQuickThenHanging(_QuickRefresher):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def fetch(self, current: Any, *, conditional: bool, background: bool = False) -> Published:
+        self.calls += 1
+        if self.calls > 1:
+            await anyio.sleep_forever()
+        return await super().fetch(current, conditional=conditional)
+
+
+async def test_closing_cancels_a_fleet_follow_up_and_a_later_flight_alike() -> None:
+    clock = VirtualClock()
+    refresher = _FirstQuickThenHanging()
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+
+            def spawn(func: Any, *args: Any, name: str) -> None:
+                tg.start_soon(func, *args, name=name)
+
+            host = ProviderHost(
+                clock=clock,
+                rng=random.Random(0),
+                spawn=spawn,
+                scheduler=Scheduler(clock),
+                gone_error=lambda t, p: RegistryClosedError(f"{t}/{p} gone"),
+                fleet=_HangingFleet(),  # type: ignore[arg-type]
+            )
+            config = ProviderConfig(tenant="acme", provider="idp", jwks_url=_QuickRefresher.jwks_url, retry=RETRY)
+            provider = Provider(config, refresher, host)  # type: ignore[arg-type]
+            await provider.table()  # flight A: its waiters are released, its publish to the store hangs
+            provider.start_flight(conditional=False)  # flight B, hanging upstream, overlaps A's follow-up
+            await clock.settle()
+            assert len(_fetch_tasks()) == 2
+            provider.close()  # an unregister: neither may go on (A would publish an off-boarded tenant)
+            await clock.settle()
+            assert _fetch_tasks() == []
+            tg.cancel_scope.cancel()
+
+
+def _fetch_tasks() -> list[str]:
+    return [t.name for t in anyio.get_running_tasks() if t.name.startswith("jwks-cache fetch")]
