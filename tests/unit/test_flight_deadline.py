@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from jwks_cache import FetchError, ProviderConfig, RegistryClosedError, RetryPolicy
 from jwks_cache._jose import parse_jwks
@@ -19,6 +20,24 @@ from jwks_cache._scheduler import Scheduler
 from jwks_cache.testing import VirtualClock
 
 RETRY = RetryPolicy(max_retries=0, attempt_timeout=1.0, deadline=2.0)
+
+
+def _provider(tg: TaskGroup, clock: VirtualClock, refresher: Any, fleet: Any = None) -> Provider:
+    """A provider run by ``tg`` as a Registry would run it, with stand-ins for its refresher and store."""
+
+    def spawn(func: Any, *args: Any, name: str) -> None:
+        tg.start_soon(func, *args, name=name)
+
+    host = ProviderHost(
+        clock=clock,
+        rng=random.Random(0),
+        spawn=spawn,
+        scheduler=Scheduler(clock),
+        gone_error=lambda t, p: RegistryClosedError(f"{t}/{p} gone"),
+        fleet=fleet,
+    )
+    config = ProviderConfig(tenant="acme", provider="idp", jwks_url=refresher.jwks_url, retry=RETRY)
+    return Provider(config, refresher, host)
 
 
 class _HangingRefresher:
@@ -40,19 +59,7 @@ async def test_a_flight_overrunning_its_deadline_releases_every_waiter_with_fetc
     outcomes: list[BaseException] = []
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-
-            def spawn(func: Any, *args: Any, name: str) -> None:
-                tg.start_soon(func, *args, name=name)
-
-            host = ProviderHost(
-                clock=clock,
-                rng=random.Random(0),
-                spawn=spawn,
-                scheduler=Scheduler(clock),
-                gone_error=lambda t, p: RegistryClosedError(f"{t}/{p} gone"),
-            )
-            config = ProviderConfig(tenant="acme", provider="idp", jwks_url=refresher.jwks_url, retry=RETRY)
-            provider = Provider(config, refresher, host)  # type: ignore[arg-type]
+            provider = _provider(tg, clock, refresher)
 
             async def waiter() -> None:
                 try:
@@ -116,21 +123,7 @@ async def test_waiters_get_the_fetched_set_before_a_hanging_store_is_told_and_th
     got: list[str] = []
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-            scheduler = Scheduler(clock)
-
-            def spawn(func: Any, *args: Any, name: str) -> None:
-                tg.start_soon(func, *args, name=name)
-
-            host = ProviderHost(
-                clock=clock,
-                rng=random.Random(0),
-                spawn=spawn,
-                scheduler=scheduler,
-                gone_error=lambda t, p: RegistryClosedError(f"{t}/{p} gone"),
-                fleet=fleet,  # type: ignore[arg-type]
-            )
-            config = ProviderConfig(tenant="acme", provider="idp", jwks_url=_QuickRefresher.jwks_url, retry=RETRY)
-            provider = Provider(config, _QuickRefresher(), host)  # type: ignore[arg-type]
+            provider = _provider(tg, clock, _QuickRefresher(), fleet)
 
             async def waiter() -> None:
                 table = await provider.table()
@@ -163,20 +156,7 @@ async def test_closing_cancels_a_fleet_follow_up_and_a_later_flight_alike() -> N
     refresher = _FirstQuickThenHanging()
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
-
-            def spawn(func: Any, *args: Any, name: str) -> None:
-                tg.start_soon(func, *args, name=name)
-
-            host = ProviderHost(
-                clock=clock,
-                rng=random.Random(0),
-                spawn=spawn,
-                scheduler=Scheduler(clock),
-                gone_error=lambda t, p: RegistryClosedError(f"{t}/{p} gone"),
-                fleet=_HangingFleet(),  # type: ignore[arg-type]
-            )
-            config = ProviderConfig(tenant="acme", provider="idp", jwks_url=_QuickRefresher.jwks_url, retry=RETRY)
-            provider = Provider(config, refresher, host)  # type: ignore[arg-type]
+            provider = _provider(tg, clock, refresher, _HangingFleet())
             await provider.table()  # flight A: its waiters are released, its publish to the store hangs
             provider.start_flight(conditional=False)  # flight B, hanging upstream, overlaps A's follow-up
             await clock.settle()
