@@ -8,7 +8,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
@@ -29,6 +29,7 @@ __all__ = ["Provider", "ProviderHost"]
 
 log = logging.getLogger("jwks_cache")
 
+_NOTHING_MADE: Final[dict[str, Any]] = {}  # before the first set; never written (tables fill their own)
 _WAIT_MARGIN = 1.0  # seconds a flight gets beyond its retry deadlines before it is cut off
 
 
@@ -98,6 +99,7 @@ class Provider:
         "_follow_up_scope",
         "_host",
         "_notice",
+        "_published",
         "_stale_logged",
         "closed",
         "config",
@@ -107,16 +109,17 @@ class Provider:
         "last_error",
         "last_failure_at",
         "lease_token",
+        "made",
         "misses",
         "next_refresh",
         "not_modified",
-        "published",
         "refresh_errors",
         "refresher",
         "refreshes",
         "scheduled_at",
         "stale_serves",
         "unknown_kid_rejections",
+        "warm_until",
     )
 
     def __init__(
@@ -153,6 +156,18 @@ class Provider:
         self.not_modified = 0
         self.unknown_kid_rejections = 0
         self._stale_logged: Published | None = None  # the set whose stale serving was logged
+
+    @property
+    def published(self) -> Published | None:
+        """The current key set, swapped whole and never mutated."""
+        return self._published
+
+    @published.setter
+    def published(self, published: Published | None) -> None:
+        # the warm lookup path reads these two instead: one attribute hop and one None test fewer
+        self._published = published
+        self.warm_until = published.expires_at if published is not None else -math.inf
+        self.made = published.made if published is not None else _NOTHING_MADE
 
     # -- lifecycle -------------------------------------------------------------------------------
 

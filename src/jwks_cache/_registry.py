@@ -376,9 +376,8 @@ class Registry(anyio.AsyncContextManagerMixin):
             found = self._tenants[tenant][provider]
         except KeyError:
             raise self._gone_error(tenant, provider) from None
-        pub = found.published
-        if alg is None and pub is not None and self._monotonic() < pub.expires_at:
-            jwk = pub.made.get(kid)
+        if alg is None and self._monotonic() < found.warm_until:
+            jwk = found.made.get(kid)
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
                 found.hits += 1
                 return jwk
@@ -398,9 +397,8 @@ class Registry(anyio.AsyncContextManagerMixin):
             found = self._tenants[tenant][provider]
         except KeyError:
             raise self._gone_error(tenant, provider) from None
-        pub = found.published
-        if alg is None and pub is not None and self._monotonic() < pub.expires_at:
-            jwk = pub.made.get(kid)
+        if alg is None and self._monotonic() < found.warm_until:
+            jwk = found.made.get(kid)
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
                 found.hits += 1
                 return jwk
