@@ -8,6 +8,7 @@ chunk could become 64 MiB before any cap applies.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import zlib
 from collections.abc import Callable
@@ -84,10 +85,7 @@ class Fetcher:
         background: bool = False,
     ) -> FetchResult:
         """One attempt: every hop checked, the whole attempt under one timeout (not the queueing)."""
-        if background:
-            async with self._background, self._limiter:
-                return await self._attempt(url, policy, max_redirects, max_bytes, attempt_timeout, headers)
-        async with self._limiter:
+        async with self._background if background else contextlib.nullcontext(), self._limiter:
             return await self._attempt(url, policy, max_redirects, max_bytes, attempt_timeout, headers)
 
     async def _attempt(
