@@ -94,7 +94,6 @@ class Provider:
     __slots__ = (
         "_clock",
         "_cooldown",
-        "_fleet",
         "_flight_scope",
         "_follow_up_scope",
         "_host",
@@ -135,7 +134,6 @@ class Provider:
         self._host = host
         self._clock = host.clock  # read on every lookup: one hop, not two
         self.published = published
-        self._fleet = host.fleet
         self.lease_token: str | None = None  # fleet mode: held while this instance refreshes for all
         self._notice: anyio.Event | None = None  # fleet mode: set when another instance announces a set
         self.closed = False
@@ -167,7 +165,7 @@ class Provider:
         # the warm lookup path reads these two instead: one attribute hop and one None test fewer
         self._published = published
         self.warm_until = published.expires_at if published is not None else -math.inf
-        self.made = published.made if published is not None else _NOTHING_MADE
+        self.made = published.table.made if published is not None else _NOTHING_MADE
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -217,7 +215,7 @@ class Provider:
     def _flight_budget(self) -> float:
         # discovery may run its own retry sequence before the JWKS one, and in fleet mode a flight
         # may first wait (up to one deadline) for the lease holder's notice
-        rounds = (1 if self.config.jwks_url is not None else 2) + (1 if self._fleet is not None else 0)
+        rounds = (1 if self.config.jwks_url is not None else 2) + (1 if self._host.fleet is not None else 0)
         return rounds * self.config.retry.deadline + _WAIT_MARGIN
 
     async def _fly(self, flight: _Flight) -> None:
@@ -229,7 +227,7 @@ class Provider:
             fetched = await self._fly_in_scope(flight)
         if self._flight_scope is scope:  # a later flight may have started once our waiters were released
             self._flight_scope = None
-        if self._fleet is not None and not self.closed:
+        if self._host.fleet is not None and not self.closed:
             with anyio.CancelScope() as follow_up:
                 self._follow_up_scope = follow_up
                 await self._fleet_follow_up(fetched, failed=flight.error is not None)
@@ -277,7 +275,7 @@ class Provider:
         under a bound of its own (one retry deadline), so it cannot hold the scheduler's slot for long.
         A lease kept from an earlier fetch is released only by a failure, as before.
         """
-        fleet = self._fleet
+        fleet = self._host.fleet
         assert fleet is not None
         with move_on_at(self._clock, self._clock.monotonic() + self.config.retry.deadline):
             if fetched is not None:
@@ -290,7 +288,7 @@ class Provider:
 
         Returns the outcome and whether it came from upstream.
         """
-        fleet = self._fleet
+        fleet = self._host.fleet
         if fleet is not None:
             adopted = await fleet.adopt_or_lease(self, unconditional=not flight.conditional)
             if adopted is not None:

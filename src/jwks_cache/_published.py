@@ -16,12 +16,10 @@ class Published:
 
     __slots__ = (
         "body",
-        "by_kid",
         "etag",
         "expires_at",
         "fetched_at",
         "last_modified",
-        "made",
         "no_store",
         "revalidated",
         "stale_until",
@@ -47,8 +45,6 @@ class Published:
         revalidated: bool = False,
     ) -> None:
         self.table = table
-        self.by_kid = table.by_kid
-        self.made = table.made  # one attribute hop less on the warm lookup path
         self.body = table.body  # the table's own bytes: one copy per distinct document
         self.url = url
         self.fetched_at = fetched_at
