@@ -13,7 +13,6 @@ known type, curve and size whose declared ``alg`` fits them. Duplicate ``kid`` v
 from __future__ import annotations
 
 import binascii
-import copy
 import json
 import re
 import weakref
@@ -120,7 +119,7 @@ class KeyEntry(msgspec.Struct, kw_only=True, gc=False, repr_omit_defaults=True):
         raw = msgspec.json.decode(self.body)["keys"][self.index]
         material = _check_material(raw, self.kty)
         verifier = _public_key(self.kty, self.crv, material)
-        jwk: Key = _JOSE_TYPES[self.kty].import_key(verifier, parameters=_parameters(raw, self.kty))  # type: ignore[attr-defined]
+        jwk: Key = _JOSE_TYPES[self.kty].import_key(verifier, parameters=_parameters(raw))  # type: ignore[attr-defined]
         self._verifier, self._jwk = verifier, jwk
         return verifier, jwk
 
@@ -456,7 +455,7 @@ def _parse_key(index: int, raw: object, kid_counts: Mapping[str, int], body: byt
             # objects are small, and this one is dropped: the served one is made on first use
             _public_key(kty, crv, material)
         if not _JOSERFC_CHECKED.isdisjoint(raw):  # the rest we judged above, more strictly
-            members = _for_joserfc(_public_members(raw, kty, crv, copy_values=False))
+            members = _for_joserfc(_public_members(raw, kty, crv))
             _JOSE_TYPES[kty].validate_dict_key(members)  # type: ignore[attr-defined]
     except (JoseError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise _Skip(f"invalid {kty} key ({type(exc).__name__})") from exc
@@ -464,23 +463,18 @@ def _parse_key(index: int, raw: object, kid_counts: Mapping[str, int], body: byt
     return KeyEntry(index=index, kid=kid, kty=_NAMES[kty], alg=_NAMES.get(alg), crv=_NAMES.get(crv), body=body)
 
 
-def _public_members(raw: Mapping[str, Any], kty: str, crv: str | None, *, copy_values: bool = True) -> dict[str, Any]:
-    """The members we serve for a key: known public ones only (a deep copy unless only read)."""
-    names = _SERVED_MEMBERS[kty, crv is not None]
-    if not copy_values:
-        return {name: raw[name] for name in names if name in raw}
-    return {name: copy.deepcopy(raw[name]) for name in names if name in raw}
+def _public_members(raw: Mapping[str, Any], kty: str, crv: str | None) -> dict[str, Any]:
+    """The members we serve for a key: known public ones only.
+
+    No copies: every caller passes a tree it just decoded from the table's bytes, which nobody
+    else holds.
+    """
+    return {name: raw[name] for name in _SERVED_MEMBERS[kty, crv is not None] if name in raw}
 
 
-def _parameters(raw: Mapping[str, Any], kty: str) -> dict[str, Any]:
-    """joserfc's extra parameters for an imported key object: the public members other than material."""
-    return _for_joserfc(
-        {
-            k: copy.deepcopy(raw[k])
-            for k in _COMMON_MEMBERS
-            if k in raw and k not in _MATERIAL[kty] and k not in ("kty", "crv")
-        }
-    )
+def _parameters(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """joserfc's extra parameters for a key object made from numbers: the common public members."""
+    return _for_joserfc({name: raw[name] for name in _COMMON_MEMBERS if name != "kty" and name in raw})
 
 
 def _for_joserfc(members: dict[str, Any]) -> dict[str, Any]:
