@@ -151,6 +151,19 @@ async def _raw_openapi(app: Any) -> bytes:
     return bytes(sent[1]["body"])
 
 
+@asynccontextmanager
+async def admin_stack(
+    clock: VirtualClock | None = None,
+) -> AsyncIterator[tuple[LocalIdentityProvider, Registry, httpx.AsyncClient]]:
+    """An identity provider, a loopback Registry and an admin client of its control plane."""
+    async with (
+        LocalIdentityProvider() as idp,
+        loopback_registry(clock) as reg,
+        control_plane(reg, admin_token=TOKEN) as client,
+    ):
+        yield idp, reg, client
+
+
 def registration(idp: LocalIdentityProvider, **changes: Any) -> dict[str, Any]:
     return {"jwks_url": idp.jwks_url, "require_https": False, **changes}
 
@@ -165,11 +178,7 @@ async def register(client: httpx.AsyncClient, idp: LocalIdentityProvider, path: 
 
 async def test_put_creates_then_replaces_a_registration() -> None:
     with anyio.fail_after(10):
-        async with (
-            LocalIdentityProvider() as idp,
-            loopback_registry() as reg,
-            control_plane(reg, admin_token=TOKEN) as c,
-        ):
+        async with admin_stack() as (idp, reg, c):
             created = await c.put(BASE, json=registration(idp, labels={"team": "a"}), headers=ADMIN)
             assert created.status_code == 201
             status = msgspec.json.decode(created.content, type=ProviderStatus)
@@ -201,11 +210,7 @@ async def test_put_creates_then_replaces_a_registration() -> None:
 )
 async def test_invalid_registration_is_422_naming_the_field(path: str, changes: dict[str, Any], pointer: str) -> None:
     with anyio.fail_after(10):
-        async with (
-            LocalIdentityProvider() as idp,
-            loopback_registry() as reg,
-            control_plane(reg, admin_token=TOKEN) as c,
-        ):
+        async with admin_stack() as (idp, reg, c):
             response = await c.put(path, json=registration(idp, **changes), headers=ADMIN)
             assert response.status_code == 422, response.text
             assert response.headers["content-type"] == PROBLEM
@@ -258,11 +263,7 @@ async def test_bodies_that_are_not_a_json_object() -> None:
 
 async def test_delete_unregisters_then_404() -> None:
     with anyio.fail_after(10):
-        async with (
-            LocalIdentityProvider() as idp,
-            loopback_registry() as reg,
-            control_plane(reg, admin_token=TOKEN) as c,
-        ):
+        async with admin_stack() as (idp, reg, c):
             await register(c, idp)
             deleted = await c.delete(BASE, headers=ADMIN)
             assert deleted.status_code == 204 and deleted.content == b""
@@ -349,11 +350,7 @@ def test_create_app_refuses_unsafe_settings() -> None:
 async def test_jwks_with_strong_etag_304_and_cache_control_from_freshness() -> None:
     clock = VirtualClock()
     with anyio.fail_after(10):
-        async with (
-            LocalIdentityProvider() as idp,
-            loopback_registry(clock) as reg,
-            control_plane(reg, admin_token=TOKEN) as c,
-        ):
+        async with admin_stack(clock) as (idp, reg, c):
             idp.cache_control = "max-age=300"
             await register(c, idp, prefetch_jitter=0.0)
             response = await c.get(BASE + "/jwks")
@@ -384,11 +381,7 @@ async def test_jwks_with_strong_etag_304_and_cache_control_from_freshness() -> N
 async def test_jwks_serves_stale_keys_uncacheable_then_503_with_retry_after() -> None:
     clock = VirtualClock()
     with anyio.fail_after(10):
-        async with (
-            LocalIdentityProvider() as idp,
-            loopback_registry(clock) as reg,
-            control_plane(reg, admin_token=TOKEN) as c,
-        ):
+        async with admin_stack(clock) as (idp, _reg, c):
             idp.cache_control = "max-age=60"
             await register(c, idp, stale_while_error=60.0, prefetch_jitter=0.0)
             assert (await c.get(BASE + "/jwks")).status_code == 200
@@ -409,11 +402,7 @@ async def test_jwks_serves_stale_keys_uncacheable_then_503_with_retry_after() ->
 
 async def test_cold_jwks_whose_first_fetch_fails_is_503() -> None:
     with anyio.fail_after(10):
-        async with (
-            LocalIdentityProvider() as idp,
-            loopback_registry() as reg,
-            control_plane(reg, admin_token=TOKEN) as c,
-        ):
+        async with admin_stack() as (idp, _reg, c):
             idp.fail(404)  # not transient: no retries
             await register(c, idp)
             response = await c.get(BASE + "/jwks")
@@ -435,11 +424,7 @@ async def test_unknown_provider_is_404_on_every_provider_route() -> None:
 
 async def test_refresh_is_202_and_revalidates_in_the_background() -> None:
     with anyio.fail_after(10):
-        async with (
-            LocalIdentityProvider() as idp,
-            loopback_registry() as reg,
-            control_plane(reg, admin_token=TOKEN) as c,
-        ):
+        async with admin_stack() as (idp, reg, c):
             await register(c, idp)
             await c.get(BASE + "/jwks")
             response = await c.post(BASE + "/refresh", headers=ADMIN)
@@ -453,11 +438,7 @@ async def test_refresh_is_202_and_revalidates_in_the_background() -> None:
 
 async def test_status_routes_and_health() -> None:
     with anyio.fail_after(10):
-        async with (
-            LocalIdentityProvider() as idp,
-            loopback_registry() as reg,
-            control_plane(reg, admin_token=TOKEN) as c,
-        ):
+        async with admin_stack() as (idp, reg, c):
             empty = await c.get("/healthz")
             assert empty.status_code == 200 and empty.json() == {
                 "status": "pass",
