@@ -32,7 +32,9 @@ Headers = tuple[tuple[str, str], ...]
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _TRANSIENT_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
 _USER_AGENT: Final = "jwks-cache"
-_MAX_CONCURRENT_FETCHES: Final = 32
+#: upstream requests a Registry sends at once (``Registry(max_concurrent_fetches=...)``), and its ceiling
+DEFAULT_CONCURRENT_FETCHES: Final = 32
+MAX_CONCURRENT_FETCHES: Final = 1024
 
 
 class FetchResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,7 +56,7 @@ class Fetcher:
         clock: Clock,
         *,
         telemetry: Telemetry | None = None,
-        max_concurrency: int = _MAX_CONCURRENT_FETCHES,
+        max_concurrency: int = DEFAULT_CONCURRENT_FETCHES,
     ) -> None:
         self._client = client
         # thousands of providers registered at once must not open thousands of requests at once:
@@ -62,7 +64,7 @@ class Fetcher:
         self._limiter = anyio.CapacityLimiter(max_concurrency)
         # background refreshes (the scheduler's) take half of those at most, so a caller's cold
         # lookup finds a free slot however many refreshes are due or slow
-        self._background = anyio.CapacityLimiter(max(1, max_concurrency // 2))
+        self._background = anyio.CapacityLimiter(max(1, max_concurrency // 2))  # = the scheduler's flights
         # our own transport judges addresses and pins before sending; a caller's client gets the
         # DNS pre-check here and the post-response checks only
         self._guarded = isinstance(getattr(client, "_transport", None), GuardedTransport)

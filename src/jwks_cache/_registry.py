@@ -18,7 +18,7 @@ from anyio.abc import TaskGroup
 from ._clock import Clock, SystemClock
 from ._config import ProviderConfig
 from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError, TokenError
-from ._fetch import Fetcher
+from ._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES, Fetcher
 from ._jose import ALLOWED_DEFAULT, KeyEntry, TableCache
 from ._jws import HeaderCache, ParsedJws, check_alg, check_claims, parse_jws, verify_signature
 from ._models import ProviderStatus, Snapshot
@@ -62,6 +62,10 @@ class Registry(anyio.AsyncContextManagerMixin):
             by the library hop by hop. Without one the registry makes and closes its own.
         store: a SnapshotStore for warm restarts (see the persistence docs).
         clock: a Clock; tests pass ``jwks_cache.testing.VirtualClock``.
+        max_concurrent_fetches: upstream requests sent at once, across providers (2 to 1024).
+            Background refreshes use half of them at most, so a caller's cold lookup never queues
+            behind refreshes; with thousands of tenants, more slots shorten how long healthy
+            tenants' refreshes wait while many identity providers stall.
     """
 
     def __init__(
@@ -78,7 +82,14 @@ class Registry(anyio.AsyncContextManagerMixin):
         rng: random.Random | None = None,
         meter_provider: MeterProvider | None = None,
         tracer_provider: TracerProvider | None = None,
+        max_concurrent_fetches: int = DEFAULT_CONCURRENT_FETCHES,
     ) -> None:
+        if type(max_concurrent_fetches) is not int or not 2 <= max_concurrent_fetches <= MAX_CONCURRENT_FETCHES:
+            raise ConfigError(
+                f"max_concurrent_fetches: must be an integer from 2 to {MAX_CONCURRENT_FETCHES}"
+                f" (got {max_concurrent_fetches!r})"
+            )
+        self._max_fetches = max_concurrent_fetches
         self._require_https = require_https
         self._allowed_domains = tuple(allowed_domains)
         self._allow_private = allow_private_networks
@@ -98,7 +109,8 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._fetcher: Fetcher | None = None
         self._telemetry = Telemetry(meter_provider=meter_provider, tracer_provider=tracer_provider)
         self._persistence: Persistence | None = None
-        self._scheduler = Scheduler(self._clock)
+        # background refreshes get half of the request slots, so callers' cold lookups never queue
+        self._scheduler = Scheduler(self._clock, max_flights=max_concurrent_fetches // 2)
         self._provider_host: ProviderHost | None = None
         self._accepted_urls: set[tuple[str, HopPolicy]] = set()
         self._tables = TableCache()  # identical key sets share one parsed table
@@ -113,8 +125,10 @@ class Registry(anyio.AsyncContextManagerMixin):
             raise RegistryClosedError("a Registry can be entered once; make a new one")
         self._state = _State.OPEN
         own_client = self._http_client is None
-        client = self._http_client or guarded_client()
-        self._fetcher = fetcher = Fetcher(client, self._clock, telemetry=self._telemetry)
+        client = self._http_client or guarded_client(max_connections=self._max_fetches)
+        self._fetcher = fetcher = Fetcher(
+            client, self._clock, telemetry=self._telemetry, max_concurrency=self._max_fetches
+        )
         self._telemetry.attach(self._providers.values, self._clock)
         attach = getattr(self._clock, "attach_io_probe", None)
         if attach is not None:

@@ -8,8 +8,8 @@ The scheduler also bounds how many refreshes it runs at once. Ten thousand provi
 at start-up all fall due together; started at once they would be ten thousand tasks parked on the
 fetcher's limiter, holding their frames and buffers (memory, and garbage-collector passes that make
 registration superlinear). Due providers wait in the heap instead, where waiting costs no deadline.
-The bound equals the fetcher's background request slots (half of its slots: callers' cold lookups
-never queue behind refreshes). It counts whole flights, backoff sleeps included: when many identity
+The bound equals the fetcher's background request slots (half of ``max_concurrent_fetches``:
+callers' cold lookups never queue behind refreshes). It counts whole flights, backoff sleeps included: when many identity
 providers fail at once, other tenants' refreshes run later, never fail because of them, and a
 caller whose keys ran out fetches for itself.
 """
@@ -29,18 +29,16 @@ from ._clock import Clock
 if TYPE_CHECKING:
     from ._provider import Provider
 
-__all__ = ["MAX_BACKGROUND_FLIGHTS", "Scheduler"]
-
-#: refreshes the scheduler runs at once: as many as the fetcher's background request slots, so a
-#: refresh never queues for a slot inside its own retry deadline (which would record a failure
-#: that only other tenants' slow identity providers caused)
-MAX_BACKGROUND_FLIGHTS = 16
+__all__ = ["Scheduler"]
 
 
 class Scheduler:
     """Wakes providers at their ``next_refresh``; stale heap entries are skipped, never searched for."""
 
-    def __init__(self, clock: Clock, *, max_flights: int = MAX_BACKGROUND_FLIGHTS) -> None:
+    def __init__(self, clock: Clock, *, max_flights: int) -> None:
+        # max_flights: the fetcher's background request slots, so a refresh never queues for a
+        # slot inside its own retry deadline (which would record a failure that only other
+        # tenants' slow identity providers caused)
         self._clock = clock
         self._max_flights = max_flights
         self.flights = 0  # background flights started and not yet landed

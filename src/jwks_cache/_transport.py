@@ -132,17 +132,22 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with the guarded network backend underneath."""
 
-    def __init__(self, *, verify: ssl.SSLContext | None = None) -> None:
+    def __init__(self, *, verify: ssl.SSLContext | None = None, max_connections: int = 100) -> None:
         super().__init__(trust_env=False)
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=verify or httpx.create_ssl_context(trust_env=False),
-            max_connections=100,
+            max_connections=max(100, max_connections),
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
             network_backend=_GuardedBackend(),
         )
 
 
-def guarded_client(*, verify: ssl.SSLContext | None = None) -> httpx.AsyncClient:
-    """The client a Registry makes for itself when the caller brings none (``verify``: for test CAs)."""
-    return httpx.AsyncClient(transport=GuardedTransport(verify=verify), trust_env=False)
+def guarded_client(*, verify: ssl.SSLContext | None = None, max_connections: int = 100) -> httpx.AsyncClient:
+    """The client a Registry makes for itself when the caller brings none (``verify``: for test CAs).
+
+    Its pool holds at least as many connections as the registry sends requests at once, so a
+    request never waits inside httpcore's pool, where no timeout of ours runs.
+    """
+    transport = GuardedTransport(verify=verify, max_connections=max_connections)
+    return httpx.AsyncClient(transport=transport, trust_env=False)

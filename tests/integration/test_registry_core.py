@@ -15,6 +15,7 @@ from jwks_cache import (
     KeyNotFoundError,
     NotRegisteredError,
     ProviderState,
+    Registry,
     RegistryClosedError,
 )
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
@@ -501,6 +502,44 @@ async def test_background_refreshes_send_sixteen_requests_at_a_time_and_a_cold_c
             fetcher = reg._fetcher
             assert fetcher is not None
             assert (fetcher._background.borrowed_tokens, fetcher._limiter.borrowed_tokens) == (0, 0)
+
+
+async def test_max_concurrent_fetches_sets_the_background_share_and_callers_keep_their_own() -> None:
+    with anyio.fail_after(20):
+        async with LocalIdentityProvider() as idp, loopback_registry(max_concurrent_fetches=6) as reg:
+            idp.stall(math.inf)
+            await reg.register_many(
+                config_for(idp, tenant=f"t{i}", jwks_url=f"{idp.jwks_url}?t={i}") for i in range(10)
+            )
+            await idp.wait_for_requests(3)
+            await anyio.wait_all_tasks_blocked()
+            assert idp.request_count == 3  # half of six for refreshes; the rest wait in the heap
+            sent = {r.query for r in idp.requests}
+            queued = [i for i in range(10) if f"t={i}" not in sent][:3]
+            async with anyio.create_task_group() as tg:
+                for i in queued:  # three callers fetch for themselves, beside the three refreshes
+                    tg.start_soon(reg.get_key, f"t{i}", PROVIDER, idp.kids[0])
+                await idp.wait_for_requests(6)
+                await anyio.wait_all_tasks_blocked()
+                assert idp.request_count == 6
+                idp.recover()
+            await eventually(lambda: all(s.key_ids for s in reg.statuses()))
+            assert idp.request_count == 10
+
+
+async def test_the_registrys_own_client_pools_as_many_connections_as_it_sends_requests() -> None:
+    # otherwise requests past the pool's 100 would wait inside httpcore, where no timeout of ours runs
+    async with loopback_registry(max_concurrent_fetches=300) as reg:
+        fetcher = reg._fetcher
+        assert fetcher is not None
+        assert fetcher._client._transport._pool._max_connections == 300  # type: ignore[attr-defined]
+        assert (fetcher._limiter.total_tokens, fetcher._background.total_tokens) == (300, 150)
+
+
+@pytest.mark.parametrize("value", [0, 1, 1025, 2.0, True, "32"])
+def test_max_concurrent_fetches_out_of_range_is_a_config_error_naming_it(value: object) -> None:
+    with pytest.raises(ConfigError, match=r"^max_concurrent_fetches: must be an integer from 2 to 1024"):
+        Registry(max_concurrent_fetches=value)  # type: ignore[arg-type]
 
 
 async def test_unregistering_during_a_background_refresh_frees_its_scheduler_slot() -> None:

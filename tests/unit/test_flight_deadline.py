@@ -32,7 +32,7 @@ def _provider(tg: TaskGroup, clock: VirtualClock, refresher: Any, fleet: Any = N
         clock=clock,
         rng=random.Random(0),
         spawn=spawn,
-        scheduler=Scheduler(clock),
+        scheduler=Scheduler(clock, max_flights=16),
         gone_error=lambda t, p: RegistryClosedError(f"{t}/{p} gone"),
         fleet=fleet,
     )
