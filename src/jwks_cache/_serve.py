@@ -12,6 +12,7 @@ The configuration file::
     require_https = true             # also the default of each provider's require_https
     allowed_domains = ["example.com"]
     allow_private_networks = false
+    max_concurrent_fetches = 32      # upstream requests at once; raise for thousands of tenants
 
     [store]                          # optional; snapshots survive restarts
     file = "snapshots"               # a directory, relative to the configuration file
@@ -28,7 +29,7 @@ import signal
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import anyio
 import msgspec
@@ -36,6 +37,7 @@ import msgspec
 from ._asgi import ASGIApp, create_app
 from ._config import _HOST_RE, ProviderConfig, decode_config
 from ._errors import ConfigError
+from ._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES
 from ._registry import Registry
 from ._stores import FileStore, SnapshotStore
 
@@ -52,6 +54,7 @@ class RegistryOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     require_https: bool = True
     allowed_domains: tuple[str, ...] = ()
     allow_private_networks: bool = False
+    max_concurrent_fetches: Annotated[int, msgspec.Meta(ge=2, le=MAX_CONCURRENT_FETCHES)] = DEFAULT_CONCURRENT_FETCHES
 
 
 class StoreOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -134,6 +137,7 @@ def open_registry(config: ServeConfig) -> Registry:
         allowed_domains=options.allowed_domains,
         allow_private_networks=options.allow_private_networks,
         store=store,
+        max_concurrent_fetches=options.max_concurrent_fetches,
     )
 
 

@@ -95,6 +95,8 @@ async def test_serve_answers_then_stops_cleanly_on_sigint(
         (_provider_table("https://a.example/j") + _provider_table("https://b.example/j"), "providers[1]: duplicate"),
         ('[registry]\nrequire_https = "no"\n', "[registry]: Expected `bool`"),
         ('[registry]\nallowed_domains = ["Example.COM"]\n', "[registry]: allowed_domains"),
+        ("[registry]\nmax_concurrent_fetches = 1\n", "`int` >= 2 - at `$.max_concurrent_fetches`"),
+        ("[registry]\nmax_concurrent_fetches = 5000\n", "`int` <= 1024 - at `$.max_concurrent_fetches`"),
         ("[store]\nfile = 3\n", "[store]"),
         ("[server]\nport = 1\n", "unknown field `server`"),
         ("providers = [", "not valid TOML"),
@@ -159,6 +161,14 @@ def test_a_relative_store_directory_is_resolved_against_the_file(tmp_path: Path)
     store = open_registry(config)._store
     assert isinstance(store, FileStore)
     assert store._directory == tmp_path / "snapshots"
+
+
+async def test_the_registry_table_sets_how_many_fetches_run_at_once(tmp_path: Path) -> None:
+    config = load_serve_config(_write(tmp_path, LOOPBACK_REGISTRY + "max_concurrent_fetches = 8\n"))
+    async with open_registry(config) as reg:
+        fetcher = reg._fetcher
+        assert fetcher is not None
+        assert (fetcher._limiter.total_tokens, fetcher._background.total_tokens) == (8, 4)
 
 
 def test_load_errors_are_config_errors(tmp_path: Path) -> None:
