@@ -119,7 +119,16 @@ class KeyEntry(msgspec.Struct, kw_only=True, gc=False, repr_omit_defaults=True):
         raw = msgspec.json.decode(self.body)["keys"][self.index]
         material = _check_material(raw, self.kty)
         verifier = _public_key(self.kty, self.crv, material)
-        jwk: Key = _JOSE_TYPES[self.kty].import_key(verifier, parameters=_parameters(raw))  # type: ignore[attr-defined]
+        parameters = _parameters(raw)
+        # the entry holds kid and alg already (alg interned): the key object shares those strings
+        # instead of keeping copies just decoded, which ten thousand providers would multiply
+        if self.kid is not None:
+            parameters["kid"] = self.kid
+        if self.alg is not None:
+            parameters["alg"] = self.alg
+        if parameters.get("use") == "sig":
+            parameters["use"] = "sig"  # the interned literal
+        jwk: Key = _JOSE_TYPES[self.kty].import_key(verifier, parameters=parameters)  # type: ignore[attr-defined]
         self._verifier, self._jwk = verifier, jwk
         return verifier, jwk
 
