@@ -71,3 +71,6 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     fetched_at: float = 0.0
     expires_at: float = 0.0
     version: int = SNAPSHOT_VERSION
+    #: the registration's OIDC issuer when its keys were fetched: an issuer registration finds its
+    #: JWKS URL only by discovery, so the URL alone cannot tell whose keys a snapshot holds
+    issuer: str | None = None

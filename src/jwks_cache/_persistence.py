@@ -58,11 +58,14 @@ class Persistence:
             last_modified=published.last_modified,
             fetched_at=published.wall_fetched_at,
             expires_at=published.wall_expires_at,
+            issuer=cfg.issuer,
         )
 
     def published_from(self, provider: Provider, snapshot: Snapshot) -> Published | None:
         """A Published for a stored snapshot, or None when it must not be used for this registration."""
         cfg = provider.config
+        if snapshot.issuer != cfg.issuer:
+            return None  # registered for another issuer since (or a snapshot from before issuers were kept)
         expected = cfg.jwks_url or provider.refresher.jwks_url
         if expected is not None and snapshot.jwks_url != expected:
             return None  # registered for another URL since: the snapshot is not this provider's keys

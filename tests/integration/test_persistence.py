@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import anyio
+import pytest
 from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
 
-from jwks_cache import FetchError, FileStore, MemoryStore, ProviderState
+from jwks_cache import FetchError, FileStore, KeyNotFoundError, MemoryStore, ProviderState
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
 
@@ -134,3 +135,34 @@ async def test_unregister_deletes_the_stored_snapshot() -> None:
             assert await store.load(TENANT, PROVIDER) is not None
             assert await reg.unregister(TENANT, PROVIDER)
             assert await store.load(TENANT, PROVIDER) is None
+
+
+def _modulus(idp: LocalIdentityProvider, kid: str) -> str:
+    return next(k["n"] for k in idp.jwks["keys"] if k["kid"] == kid)
+
+
+async def test_an_issuer_registration_never_restores_another_issuers_snapshot() -> None:
+    """An issuer registration learns its JWKS URL by discovery: the snapshot must name the issuer."""
+    store = MemoryStore()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as a, LocalIdentityProvider() as b:
+            kid = a.kids[0]
+            assert kid in b.kids and _modulus(a, kid) != _modulus(b, kid)  # same kid, different keys
+            issuer_a = config_for(a, jwks_url=None, issuer=a.issuer)
+            issuer_b = config_for(b, jwks_url=None, issuer=b.issuer)
+            async with loopback_registry(store=store) as reg:
+                await reg.register(issuer_a)
+                await reg.get_key(TENANT, PROVIDER, kid)
+                await reg.persist()
+                await reg.register(issuer_b)  # same tenant and provider, another issuer
+                with pytest.raises(KeyNotFoundError):
+                    reg.get_key_nowait(TENANT, PROVIDER, kid)  # A's keys are neither kept nor restored
+                served = await reg.get_key(TENANT, PROVIDER, kid)
+                assert served.as_dict()["n"] == _modulus(b, kid)
+            async with loopback_registry(store=store) as reg:  # a restart: the store holds B's set now
+                await reg.register(issuer_b)
+                assert reg.get_key_nowait(TENANT, PROVIDER, kid).as_dict()["n"] == _modulus(b, kid)
+                await reg.register(issuer_a)
+                with pytest.raises(KeyNotFoundError):
+                    reg.get_key_nowait(TENANT, PROVIDER, kid)
+            assert (a.request_count, b.request_count) == (1, 1)
