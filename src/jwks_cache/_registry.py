@@ -142,6 +142,7 @@ class Registry(anyio.AsyncContextManagerMixin):
                 try:
                     yield self
                 finally:
+                    self._scheduler.stop()
                     self._state = _State.CLOSED
                     tg.cancel_scope.cancel()
                     if self._persistence is not None:

@@ -46,6 +46,7 @@ class Scheduler:
         self._seq = itertools.count()  # ties broken by arrival, never by comparing providers
         self._nap: anyio.CancelScope | None = None
         self._nap_until = math.inf
+        self._stopped = False
 
     def schedule(self, provider: Provider) -> None:
         """Make sure ``provider`` is woken at its current ``next_refresh`` (idempotent)."""
@@ -55,6 +56,16 @@ class Scheduler:
         heapq.heappush(self._heap, (when, next(self._seq), provider))
         if when < self._nap_until and self._nap is not None and self.flights < self._max_flights:
             self._nap.cancel()  # the new wake-up is earlier than the one we sleep towards
+
+    def stop(self) -> None:
+        """Start no more flights: the registry is closing.
+
+        Cancelling the registry's task group is not enough on its own: a nap that ended in the
+        same loop round resumes normally, and a flight started then would meet a closed registry.
+        """
+        self._stopped = True
+        if self._nap is not None:
+            self._nap.cancel()
 
     def landed(self, provider: Provider, background: bool) -> None:
         """A flight of ``provider`` ended: schedule its next wake-up, and free a slot if it was ours."""
@@ -68,7 +79,7 @@ class Scheduler:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         heap = self._heap
-        while True:
+        while not self._stopped:
             now = self._clock.monotonic()
             while heap and heap[0][0] <= now and self.flights < self._max_flights:
                 when, _, provider = heapq.heappop(heap)
