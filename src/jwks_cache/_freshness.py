@@ -25,6 +25,7 @@ __all__ = [
     "parse_cache_control",
     "parse_delta_seconds",
     "parse_http_date",
+    "usable_validators",
 ]
 
 #: Raw response header pairs; names in any case, repeated names allowed (httpx ``headers.multi_items()``).
@@ -311,6 +312,19 @@ def compute_freshness(
         etag=_etag(headers),
         last_modified=last_modified if modified_at is not None else None,
     )
+
+
+def usable_validators(etag: str | None, last_modified: str | None) -> tuple[str | None, str | None]:
+    """Validators kept elsewhere (a snapshot), judged as a response's would be; unusable ones are None.
+
+    A stored validator is sent back in a request header: one that is not what a response could
+    have given us (a CR/LF, non-ASCII text) would make every refresh fail until the keys expire.
+    """
+    if etag is not None and not _ETAG_RE.fullmatch(etag):
+        etag = None
+    if last_modified is not None and (not last_modified.isascii() or parse_http_date(last_modified) is None):
+        last_modified = None
+    return etag, last_modified
 
 
 def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str, str]:

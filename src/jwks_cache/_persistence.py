@@ -15,6 +15,7 @@ from anyio.abc import TaskStatus
 
 from ._clock import Clock, fail_at
 from ._errors import InvalidJwksError, SecurityError, StoreError
+from ._freshness import usable_validators
 from ._models import Snapshot
 from ._published import Published
 from ._security import check_url
@@ -76,17 +77,22 @@ class Persistence:
         except (InvalidJwksError, SecurityError) as exc:
             self._failed(f"ignoring stored snapshot of {cfg.tenant}/{cfg.provider}: {exc}")
             return None
+        # a store is trusted with bytes, not with policy: the lifetime is clamped as a live fetch's
+        # would be, a fetch time ahead of our clock (another host's, or a forged one) counts as now,
+        # and validators that could not have come from a response are dropped
         now_wall, now_mono = self._clock.time(), self._clock.monotonic()
-        ttl = max(0.0, snapshot.expires_at - snapshot.fetched_at)
+        fetched_at = min(snapshot.fetched_at, now_wall)
+        ttl = min(max(0.0, snapshot.expires_at - fetched_at), cfg.max_ttl)
+        etag, last_modified = usable_validators(snapshot.etag, snapshot.last_modified)
         return Published(
             table=table,
             url=snapshot.jwks_url,
-            fetched_at=now_mono - (now_wall - snapshot.fetched_at),
+            fetched_at=now_mono - (now_wall - fetched_at),
             ttl=ttl,
             stale_while_error=cfg.stale_while_error,
-            wall_fetched_at=snapshot.fetched_at,
-            etag=snapshot.etag,
-            last_modified=snapshot.last_modified,
+            wall_fetched_at=fetched_at,
+            etag=etag,
+            last_modified=last_modified,
             no_store=False,
         )
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
 
-from jwks_cache import FetchError, FileStore, KeyNotFoundError, MemoryStore, ProviderState
+from jwks_cache import FetchError, FileStore, KeyNotFoundError, MemoryStore, ProviderState, Snapshot
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
 
@@ -166,3 +168,52 @@ async def test_an_issuer_registration_never_restores_another_issuers_snapshot() 
                 with pytest.raises(KeyNotFoundError):
                     reg.get_key_nowait(TENANT, PROVIDER, kid)
             assert (a.request_count, b.request_count) == (1, 1)
+
+
+def _snapshot(idp: LocalIdentityProvider, tenant: str, **fields: Any) -> Snapshot:
+    body = json.dumps(idp.jwks).encode()
+    return Snapshot(tenant=tenant, provider=PROVIDER, jwks_url=idp.jwks_url, body=body, **fields)
+
+
+async def test_a_restored_lifetime_is_clamped_as_a_fetched_one_would_be() -> None:
+    """A store is trusted with bytes, not policy: max_ttl holds, and a future fetch time counts as now."""
+    clock = VirtualClock()
+    store = MemoryStore()
+    now = clock.time()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp:
+            await store.save(_snapshot(idp, "forever", fetched_at=now, expires_at=now + 3e8))
+            await store.save(_snapshot(idp, "ahead", fetched_at=now + 3600, expires_at=now + 3900))
+            async with loopback_registry(clock, store=store) as reg:
+                await reg.register_many(config_for(idp, tenant=t, max_ttl=600.0) for t in ("forever", "ahead"))
+                for tenant, lifetime in (("forever", 600), ("ahead", 300)):
+                    assert reg.get_key_nowait(tenant, PROVIDER, idp.kids[0]).kid == idp.kids[0]  # restored
+                    expires_at = reg.status(tenant, PROVIDER).expires_at
+                    assert expires_at is not None and expires_at.timestamp() == pytest.approx(now + lifetime)
+                assert idp.request_count == 0
+                await clock.advance(600)
+                assert idp.request_count == 2  # each refreshed within its clamped lifetime
+
+
+async def test_stored_validators_a_response_could_not_have_sent_are_dropped() -> None:
+    clock = VirtualClock()
+    store = MemoryStore()
+    now = clock.time()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp:
+            snapshot = _snapshot(
+                idp,
+                TENANT,
+                fetched_at=now,
+                expires_at=now + 60,
+                etag='"v1"\r\nX-Injected: 1',
+                last_modified="Mon, 01 Jan 2024 00:00:00 GMT\u00e9",
+            )
+            await store.save(snapshot)
+            async with loopback_registry(clock, store=store) as reg:
+                await reg.register(config_for(idp))
+                await clock.advance(120)  # past the refresh of the restored set
+                status = reg.status(TENANT, PROVIDER)
+                assert (status.refreshes, status.refresh_errors) == (1, 0)
+                headers = idp.requests[-1].headers
+                assert "if-none-match" not in headers and "if-modified-since" not in headers
