@@ -247,7 +247,8 @@ class Registry(anyio.AsyncContextManagerMixin):
     async def register(self, config: ProviderConfig) -> None:
         """Add or replace a registration; validates it and starts its refresh loop. No network I/O.
 
-        Re-registering cancels the old loop and keeps the cached keys when the JWKS URL is unchanged.
+        Re-registering cancels the old loop and keeps the cached keys when the JWKS URL, issuer and
+        transport rules are unchanged, cut to the new ``max_ttl`` and stale window.
 
         Raises:
             ConfigError: the registration violates a registry floor (https, allowed domains).
@@ -288,9 +289,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         assert self._fetcher is not None
         refresher = Refresher(config, policy, self._fetcher, self._clock, self._rng, self._tables)
         old = self._providers.get(config.key)
-        kept = None
-        if old is not None and old.config.jwks_url == config.jwks_url and old.config.issuer == config.issuer:
-            kept = old.published
+        kept = _kept_set(old, config, policy) if old is not None else None
         assert self._provider_host is not None  # made before the registry opens
         provider = Provider(config, refresher, self._provider_host, published=kept)
         if kept is None and self._persistence is not None:
@@ -500,6 +499,33 @@ class Registry(anyio.AsyncContextManagerMixin):
     def statuses(self) -> list[ProviderStatus]:
         self._check_open()
         return [provider_status(p, self._clock) for p in self._providers.values()]
+
+
+def _kept_set(old: Provider, config: ProviderConfig, policy: HopPolicy) -> Published | None:
+    """The set a re-registration keeps: only one fetched from the same source under the same rules,
+    re-dated to the new registration's freshness bounds (a tighter ``max_ttl`` or stale window
+    applies now, not after a refresh the old, longer lifetime put off)."""
+    published, before = old.published, old.config
+    if published is None or old.refresher.policy != policy:
+        return None  # fetched under other transport rules (https, domains, pins): fetch again
+    source = (config.jwks_url, config.issuer, config.max_redirects, config.max_response_bytes, config.max_keys)
+    if (before.jwks_url, before.issuer, before.max_redirects, before.max_response_bytes, before.max_keys) != source:
+        return None
+    ttl = min(published.ttl, config.max_ttl)
+    if ttl == published.ttl and config.stale_while_error == before.stale_while_error:
+        return published
+    return Published(
+        table=published.table,
+        url=published.url,
+        fetched_at=published.fetched_at,
+        ttl=ttl,
+        stale_while_error=config.stale_while_error,
+        wall_fetched_at=published.wall_fetched_at,
+        etag=published.etag,
+        last_modified=published.last_modified,
+        no_store=published.no_store,
+        revalidated=published.revalidated,
+    )
 
 
 def _verifies(parsed: ParsedJws, candidates: tuple[KeyEntry, ...]) -> bool:

@@ -338,6 +338,36 @@ async def test_reregister_and_unregister_leak_no_tasks_and_keep_keys_for_the_sam
                 reg.status(TENANT, PROVIDER)
 
 
+async def test_a_reregistration_with_a_tighter_max_ttl_applies_it_to_the_kept_keys() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = "max-age=3600"
+            await reg.register(config_for(idp, max_ttl=3600.0, refresh_early=10.0, prefetch_jitter=0.0))
+            kid = idp.kids[0]
+            await reg.get_key(TENANT, PROVIDER, kid)
+            await reg.register(config_for(idp, max_ttl=60.0, refresh_early=10.0, prefetch_jitter=0.0))
+            assert reg.get_key_nowait(TENANT, PROVIDER, kid).kid == kid  # kept: the same source
+            expires_at = reg.status(TENANT, PROVIDER).expires_at
+            assert expires_at is not None and expires_at.timestamp() == pytest.approx(clock.time() + 60)
+            await clock.advance(55)
+            assert idp.request_count == 2  # refreshed within the new minute, not after the old hour
+
+
+async def test_a_reregistration_under_other_transport_rules_fetches_the_keys_again() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            await reg.register(config_for(idp))
+            kid = idp.kids[0]
+            await reg.get_key(TENANT, PROVIDER, kid)
+            await reg.register(config_for(idp, allowed_domains=("127.0.0.1",)))
+            with pytest.raises(KeyNotFoundError):
+                reg.get_key_nowait(TENANT, PROVIDER, kid)  # fetched under the old rules: not kept
+            assert (await reg.get_key(TENANT, PROVIDER, kid)).kid == kid
+            assert idp.request_count == 2
+
+
 async def test_leaving_the_block_with_a_stalled_upstream_is_prompt_and_releases_waiters() -> None:
     errors: list[BaseException] = []
     with anyio.fail_after(5):
