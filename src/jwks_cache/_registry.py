@@ -5,9 +5,9 @@ from __future__ import annotations
 import enum
 import math
 import random
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio
 import anyio.lowlevel
@@ -35,8 +35,11 @@ from ._transport import guarded_client
 
 __all__ = ["Registry"]
 
+_T = TypeVar("_T")
+
 _EXIT_FLUSH_TIMEOUT: Final = 5.0
 _ACCEPTED_URLS_CAP: Final = 10_000
+_REPLACED_ROUNDS: Final = 3  # successors a slow-path call follows before giving up
 
 
 class _State(enum.Enum):
@@ -377,6 +380,28 @@ class Registry(anyio.AsyncContextManagerMixin):
         except KeyError:
             raise self._gone_error(tenant, provider) from None
 
+    async def _on_current(self, found: Provider, call: Callable[[Provider], Awaitable[_T]]) -> _T:
+        """``call(found)``, or, when a re-registration replaces ``found`` meanwhile, ``call`` on its successor.
+
+        Re-registering closes the old provider, which releases its waiters with NotRegisteredError;
+        but the tenant is still registered, so they carry on with the registration now in place
+        (a few rounds at most: a registration replaced over and over fails the call instead).
+        """
+        for _ in range(_REPLACED_ROUNDS):
+            try:
+                return await call(found)
+            except NotRegisteredError:
+                successor = self._successor(found)
+                if successor is None:
+                    raise
+                found = successor
+        return await call(found)
+
+    def _successor(self, found: Provider) -> Provider | None:
+        """The provider that replaced ``found`` (closed by a re-registration), if any."""
+        current = self._providers.get(found.config.key) if self._state is _State.OPEN else None
+        return current if current is not None and current is not found else None
+
     def _gone_error(self, tenant: str, provider: str) -> JwksCacheError:
         if self._state is not _State.OPEN:
             return self._closed_error()
@@ -416,7 +441,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
                 found.hits += 1
                 return jwk
-        return await found.get_key(kid, alg)
+        return await self._on_current(found, lambda current: current.get_key(kid, alg))
 
     async def verify(
         self,
@@ -443,6 +468,25 @@ class Registry(anyio.AsyncContextManagerMixin):
         if not (math.isfinite(leeway) and leeway >= 0):
             raise ConfigError(f"leeway must be a finite number >= 0 (got {leeway!r})")
         found = self._provider(tenant, provider)
+        try:  # the common case without a closure: verify is a hot path too
+            return await self._verify_with(found, token, audience=audience, issuer=issuer, leeway=leeway)
+        except NotRegisteredError:
+            successor = self._successor(found)
+            if successor is None:
+                raise
+        return await self._on_current(
+            successor, lambda current: self._verify_with(current, token, audience=audience, issuer=issuer, leeway=leeway)
+        )
+
+    async def _verify_with(
+        self,
+        found: Provider,
+        token: str | bytes,
+        *,
+        audience: str | Sequence[str] | None,
+        issuer: str | None,
+        leeway: float,
+    ) -> dict[str, Any]:
         cfg = found.config
         parsed = parse_jws(token, header_cache=self._header_cache)
         check_alg(parsed.alg, cfg.algorithms or ALLOWED_DEFAULT)
@@ -459,7 +503,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         if not _verifies(parsed, candidates):
             if parsed.kid is None or not await found.refresh_after_bad_signature():
                 raise TokenError("signature verification failed", reason="bad_signature")
-            if not _verifies(parsed, await found.candidates(parsed.kid, parsed.alg)):
+            if not _verifies(parsed, await found.candidates(parsed.kid, parsed.alg, counted=False)):
                 raise TokenError("signature verification failed", reason="bad_signature")
         expected_aud = audience if audience is not None else cfg.audience
         claims = check_claims(
@@ -475,12 +519,12 @@ class Registry(anyio.AsyncContextManagerMixin):
 
     async def resolve(self, tenant: str, provider: str) -> Any:
         """The provider's current usable key set as a joserfc ``KeySet`` (public members only)."""
-        table = await self._provider(tenant, provider).table()
+        table = await self._on_current(self._provider(tenant, provider), Provider.table)
         return table.key_set()
 
     async def refresh(self, tenant: str, provider: str) -> None:
         """Refresh now (conditional), or join the refresh in progress; raises its error."""
-        await self._provider(tenant, provider).refresh()
+        await self._on_current(self._provider(tenant, provider), Provider.refresh)
 
     def request_refresh(self, tenant: str, provider: str) -> None:
         """Start a conditional refresh in the registry's task group, or leave the one in flight; returns at once.

@@ -17,6 +17,7 @@ from jwks_cache import (
     ProviderState,
     Registry,
     RegistryClosedError,
+    TokenError,
 )
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
@@ -299,6 +300,39 @@ async def test_rotation_is_picked_up_by_an_unknown_kid_with_an_unconditional_ref
                 reg.get_key_nowait(TENANT, PROVIDER, old)  # keys absent upstream disappear
 
 
+async def test_each_lookup_counts_once_and_failed_ones_count_as_misses() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            await reg.register(config_for(idp, retry=QUICK_RETRY))
+            idp.fail(503)
+            errors: list[Exception] = []
+
+            async def lookup() -> None:
+                try:
+                    await reg.get_key(TENANT, PROVIDER, idp.kids[0])
+                except FetchError as exc:
+                    errors.append(exc)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lookup)
+                for _ in range(20):
+                    await clock.advance(0.25)  # through the retry backoff sleeps
+            assert len(errors) == 1  # no usable set at all: a miss, not an uncounted call
+            assert (reg.status(TENANT, PROVIDER).hits, reg.status(TENANT, PROVIDER).misses) == (0, 1)
+            idp.recover()
+            await reg.refresh(TENANT, PROVIDER)
+            header, payload, signature = idp.mint({"sub": "alice"}).split(".")
+            forged = f"{header}.{payload}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}"
+            before = idp.request_count
+            with pytest.raises(TokenError) as info:  # a bad signature: one refresh, one retry, one lookup
+                await reg.verify(forged, tenant=TENANT, provider=PROVIDER)
+            assert info.value.reason == "bad_signature"
+            assert idp.request_count == before + 1
+            status = reg.status(TENANT, PROVIDER)
+            assert (status.hits, status.misses) == (1, 1)
+
+
 async def test_an_absent_kid_is_remembered_and_costs_nothing_within_the_cooldown() -> None:
     clock = VirtualClock()
     with anyio.fail_after(10):
@@ -336,6 +370,37 @@ async def test_reregister_and_unregister_leak_no_tasks_and_keep_keys_for_the_sam
                 await reg.get_key(TENANT, PROVIDER, kid)
             with pytest.raises(NotRegisteredError):
                 reg.status(TENANT, PROVIDER)
+
+
+async def test_callers_waiting_on_a_cold_fetch_carry_on_when_the_registration_is_replaced() -> None:
+    """A config reload during a cold stampede: the tenant is still registered, so nobody gets an error."""
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+            await reg.register(config_for(idp))
+            idp.stall(math.inf)
+            kids: list[str] = []
+            claims: list[dict[str, object]] = []
+            token = idp.mint({"sub": "alice"})
+
+            async def caller() -> None:
+                kids.append((await reg.get_key(TENANT, PROVIDER, idp.kids[0])).kid)
+
+            async def verifier() -> None:
+                claims.append(await reg.verify(token, tenant=TENANT, provider=PROVIDER))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(5):
+                    tg.start_soon(caller)
+                tg.start_soon(verifier)
+                tg.start_soon(reg.resolve, TENANT, PROVIDER)
+                await idp.wait_for_requests(1)
+                await anyio.wait_all_tasks_blocked()
+                await reg.register(config_for(idp))  # the same registration, reloaded
+                await idp.wait_for_requests(2)  # the replaced fetch was cancelled; the successor's runs
+                idp.recover()
+            assert kids == [idp.kids[0]] * 5
+            assert [c["sub"] for c in claims] == ["alice"]
+            assert idp.request_count == 2
 
 
 async def test_a_reregistration_with_a_tighter_max_ttl_applies_it_to_the_kept_keys() -> None:
