@@ -40,6 +40,9 @@ class Persistence:
         # unregistered providers whose snapshot a save already under way could write back
         self._deleted: set[tuple[str, str]] = set()
         self._wake = anyio.Event()
+        # one flush at a time: persist() and the exit flush must queue behind the persister's own,
+        # or a slow save of an older set could land after a newer one and nothing would correct it
+        self._flushing = anyio.Lock()
         self.errors = 0
         self.saves = 0
 
@@ -130,6 +133,10 @@ class Persistence:
             await self.flush()
 
     async def flush(self) -> None:
+        async with self._flushing:
+            await self._flush_dirty()
+
+    async def _flush_dirty(self) -> None:
         for _ in range(len(self._dirty) + 1):  # bounded: a save may add newer snapshots while it runs
             if not self._dirty:
                 return

@@ -217,3 +217,42 @@ async def test_stored_validators_a_response_could_not_have_sent_are_dropped() ->
                 assert (status.refreshes, status.refresh_errors) == (1, 0)
                 headers = idp.requests[-1].headers
                 assert "if-none-match" not in headers and "if-modified-since" not in headers
+
+
+class _GatedStore(MemoryStore):
+    """A store whose next save waits for the test to open a gate: a slow disk or Redis, on demand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: anyio.Event | None = None
+        self.held = anyio.Event()
+
+    async def save(self, snapshot: Snapshot) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            self.held.set()
+            await gate.wait()
+        await super().save(snapshot)
+
+
+async def test_persist_never_lets_a_slow_save_of_an_older_set_land_last() -> None:
+    store = _GatedStore()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(store=store) as reg:
+            await reg.register(config_for(idp))
+            await reg.refresh(TENANT, PROVIDER)
+            await reg.persist()
+            gate = store.gate = anyio.Event()
+            idp.rotate()
+            await reg.refresh(TENANT, PROVIDER)  # set 2: the persister's save of it hangs at the gate
+            await store.held.wait()
+            idp.rotate()
+            await reg.refresh(TENANT, PROVIDER)  # set 3, the newest
+            newest = reg.status(TENANT, PROVIDER).key_ids
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reg.persist)  # must queue behind the save in progress, not overtake it
+                await anyio.wait_all_tasks_blocked()
+                gate.set()
+            stored = await store.load(TENANT, PROVIDER)
+            assert stored is not None
+            assert tuple(k["kid"] for k in json.loads(stored.body)["keys"]) == newest
