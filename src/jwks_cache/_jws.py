@@ -294,7 +294,10 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
         return None
     if type(value) is int and -_MAX_NUMERIC_DATE <= value <= _MAX_NUMERIC_DATE:
         return float(value)  # the common case, decided without isinstance chains
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenError(f"token {name} is not a number", reason="malformed_claims")
+    # range first: math.isfinite() of an int beyond a float's range raises OverflowError
+    if isinstance(value, float) and not math.isfinite(value):
         raise TokenError(f"token {name} is not a number", reason="malformed_claims")
     if abs(value) > _MAX_NUMERIC_DATE:
         raise TokenError(f"token {name} is out of range", reason="malformed_claims")

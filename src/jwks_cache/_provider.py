@@ -31,6 +31,7 @@ log = logging.getLogger("jwks_cache")
 
 _NOTHING_MADE: Final[dict[str, Any]] = {}  # before the first set; never written (tables fill their own)
 _WAIT_MARGIN = 1.0  # seconds a flight gets beyond its retry deadlines before it is cut off
+_SHOWN_KID_CHARS: Final = 64  # of an untrusted kid quoted in an error message
 
 
 class ProviderHost:
@@ -377,7 +378,7 @@ class Provider:
                         self._served_stale(pub, now)
                     return pub.table.jwk(entry)
         self.misses += 1
-        raise KeyNotFoundError(f"{self._name}: kid {kid!r} is not cached")
+        raise KeyNotFoundError(f"{self._name}: kid {_shown(kid)} is not cached")
 
     async def table(self) -> KeyTable:
         """The current usable set: fresh, stale within the window, or fetched now (single-flight)."""
@@ -446,7 +447,7 @@ class Provider:
             await self.wait(flight)
         except (FetchError, SecurityError) as exc:
             self.misses += 1
-            raise KeyNotFoundError(f"{self._name}: kid {kid!r} unknown and the refresh failed: {exc}") from exc
+            raise KeyNotFoundError(f"{self._name}: kid {_shown(kid)} unknown and the refresh failed: {exc}") from exc
         pub = self.published
         entry = _pick(pub.table, kid, alg) if pub is not None else None
         if entry is None:
@@ -494,7 +495,7 @@ class Provider:
     def _reject(self, kid: str) -> KeyEntry:
         self.misses += 1
         self.unknown_kid_rejections += 1
-        raise KeyNotFoundError(f"{self._name}: no usable key with kid {kid!r}")
+        raise KeyNotFoundError(f"{self._name}: no usable key with kid {_shown(kid)}")
 
     async def refresh(self) -> None:
         """Join the fetch in progress or start a conditional one; raise its error."""
@@ -503,6 +504,12 @@ class Provider:
     @property
     def _name(self) -> str:
         return f"{self.config.tenant}/{self.config.provider}"
+
+
+def _shown(kid: str) -> str:
+    """A kid for an error message: it comes from an untrusted token header and lands in logs, so it
+    is escaped (repr) and cut short rather than echoed whole (a header may carry kilobytes)."""
+    return repr(kid) if len(kid) <= _SHOWN_KID_CHARS else repr(kid[:_SHOWN_KID_CHARS]) + "..."
 
 
 def _pick(table: KeyTable, kid: str, alg: str | None) -> KeyEntry | None:

@@ -222,3 +222,15 @@ async def test_discovery_issuer_mismatch_is_refused() -> None:
             with pytest.raises(SecurityError, match="issuer"):
                 await reg.get_key(TENANT, PROVIDER, "k")
             assert idp.request_count == 0
+
+
+async def test_an_unknown_kid_is_quoted_short_and_escaped_in_the_error() -> None:
+    """The kid comes from an untrusted header and the message lands in logs: no kilobytes, no raw controls."""
+    async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+        await reg.register(config_for(idp))
+        hostile = "\x1b[2J" + "k" * 5000
+        with pytest.raises(KeyNotFoundError) as info:
+            await reg.get_key(TENANT, PROVIDER, hostile)
+        message = str(info.value)
+        assert "\x1b" not in message and len(message) < 300
+        assert "'\\x1b[2Jkkk" in message and message.endswith("...")

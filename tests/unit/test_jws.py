@@ -368,6 +368,9 @@ def signed(claims_: dict[str, Any] | bytes) -> str:
         ({"exp": True}, {}, "malformed_claims"),
         ({"exp": None}, {}, "malformed_claims"),
         ({"exp": 2**60}, {}, "malformed_claims"),
+        ({"exp": 10**400}, {}, "malformed_claims"),  # beyond a float: no OverflowError may escape
+        ({"nbf": -(10**400)}, {}, "malformed_claims"),
+        ({"iat": 10**400}, {}, "malformed_claims"),
         ({"nbf": [1]}, {}, "malformed_claims"),
         ({"iat": {"t": 1}}, {}, "malformed_claims"),
         ({"aud": 7}, {"audience": None}, "malformed_claims"),
