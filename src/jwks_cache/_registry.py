@@ -475,7 +475,8 @@ class Registry(anyio.AsyncContextManagerMixin):
             if successor is None:
                 raise
         return await self._on_current(
-            successor, lambda current: self._verify_with(current, token, audience=audience, issuer=issuer, leeway=leeway)
+            successor,
+            lambda current: self._verify_with(current, token, audience=audience, issuer=issuer, leeway=leeway),
         )
 
     async def _verify_with(
