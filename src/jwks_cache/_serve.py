@@ -191,8 +191,21 @@ async def _run_hypercorn(app: ASGIApp, *, host: str, port: int, backend: Backend
     async def run() -> None:
         await serve_app(app, server, shutdown_trigger=_until_shutdown_signal)
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(run)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+    except BaseExceptionGroup as group:
+        # cannot listen (port taken, address not ours): hypercorn's own task group and ours wrap
+        # the OSError; the command reports it in one line, not as a traceback of two groups
+        cannot_listen, rest = group.split(OSError)
+        if cannot_listen is None or rest is not None:
+            raise
+        raise _first_leaf(cannot_listen) from None
+
+
+def _first_leaf(group: BaseExceptionGroup[OSError]) -> OSError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 async def _until_shutdown_signal() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import re
 import secrets
 import signal
+import socket
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +177,19 @@ async def test_the_registry_table_sets_how_many_fetches_run_at_once(tmp_path: Pa
 def test_load_errors_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"providers\[0\]: min_ttl"):
         load_serve_config(_write(tmp_path, _provider_table("https://idp.example/jwks", extra="min_ttl = 1\n")))
+
+
+def test_a_port_in_use_is_one_error_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, LOOPBACK_REGISTRY)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with warnings.catch_warnings():
+            # hypercorn leaves the socket whose bind failed for the garbage collector: collect it here
+            warnings.simplefilter("ignore", ResourceWarning)
+            assert main(["serve", "--config", str(path), "--host", "127.0.0.1", "--port", str(port)]) == 1
+            gc.collect()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"jwks-cache: error: serve: cannot listen on 127.0.0.1:{port}: ")
