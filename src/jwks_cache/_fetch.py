@@ -213,31 +213,50 @@ def _check_connection(response: httpx.Response, url: str, policy: HopPolicy) -> 
 
 
 async def _read_capped(response: httpx.Response, url: str, max_bytes: int) -> bytes:
-    """Read the body, decoding gzip/deflate with a bounded inflater, refusing anything over ``max_bytes``."""
+    """Read the body, decoding gzip/deflate with a bounded inflater, refusing anything over ``max_bytes``.
+
+    The cap applies to the bytes received as well as to the decoded ones: a compressed JWKS is never
+    larger than the decoded cap, and otherwise a stream of empty deflate blocks, or bytes after the
+    end of the compressed stream (which zlib would keep in ``unused_data``), would be read without
+    limit. An encoded body must end exactly where its compressed stream ends (trailer included).
+    """
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ResponseTooLargeError(f"GET {url}: Content-Length {declared} exceeds {max_bytes} bytes", url=url)
     encoding = response.headers.get("content-encoding", "identity").strip().lower()
     inflater = _inflater(encoding, url)
     body = bytearray()
+    received = 0
     try:
         async for chunk in response.aiter_raw():
+            received += len(chunk)
+            if inflater is None:
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ResponseTooLargeError(f"GET {url}: body exceeds {max_bytes} bytes", url=url)
+                continue
+            if received > max_bytes:
+                raise ResponseTooLargeError(
+                    f"GET {url}: {encoding} body exceeds {max_bytes} bytes before decoding", url=url
+                )
             data = chunk
             while data:
-                if inflater is None:
-                    out, data = data, b""
-                else:
-                    out = inflater.decompress(data, max_bytes + 1 - len(body))
-                    data = inflater.unconsumed_tail
+                if inflater.eof:
+                    raise FetchError(f"GET {url}: corrupt {encoding} body: data after its end", url=url)
+                # max_length >= 1 here, so a non-empty unconsumed_tail means output was produced
+                out = inflater.decompress(data, max_bytes + 1 - len(body))
+                data = inflater.unconsumed_tail
                 body += out
                 if len(body) > max_bytes:
                     raise ResponseTooLargeError(f"GET {url}: body exceeds {max_bytes} bytes", url=url)
-                if inflater is not None and not out:
-                    break
+            if inflater.unused_data:
+                raise FetchError(f"GET {url}: corrupt {encoding} body: data after its end", url=url)
     except zlib.error as exc:
         raise FetchError(f"GET {url}: corrupt {encoding} body: {exc}", url=url) from exc
     except (httpx.HTTPError, httpx.StreamError) as exc:  # StreamError is a RuntimeError, not an HTTPError
         raise FetchError(f"GET {url}: {type(exc).__name__}: {exc}", url=url, transient=True) from exc
+    if inflater is not None and not inflater.eof:
+        raise FetchError(f"GET {url}: truncated {encoding} body: it ends inside its compressed stream", url=url)
     return bytes(body)
 
 
