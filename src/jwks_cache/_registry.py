@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
@@ -61,10 +62,14 @@ class Registry(anyio.AsyncContextManagerMixin):
             (tests, in-cluster identity providers). Off by default against SSRF.
         default_refresh_early: replaces ``refresh_early`` of registrations that left it at its default.
         default_stale_while_error: likewise for ``stale_while_error``.
-        http_client: an ``httpx.AsyncClient`` you own (custom CA, proxies); redirects are still followed
-            by the library hop by hop. Without one the registry makes and closes its own.
+        http_client: an ``httpx.AsyncClient`` you own (proxies); redirects are still followed by the
+            library hop by hop. Without one the registry makes and closes its own.
         store: a SnapshotStore for warm restarts (see the persistence docs).
         clock: a Clock; tests pass ``jwks_cache.testing.VirtualClock``.
+        ssl_context: for the registry's own client: a private CA, or a client certificate. Prefer
+            it to ``http_client`` whenever a proxy is not needed: the registry's own transport
+            checks every DNS answer and the connected address (and pins) before a request is
+            sent, which a client you bring can only have checked after its response.
         max_concurrent_fetches: upstream requests sent at once, across providers (2 to 1024).
             Background refreshes use half of them at most, so a caller's cold lookup never queues
             behind refreshes; with thousands of tenants, more slots shorten how long healthy
@@ -86,7 +91,10 @@ class Registry(anyio.AsyncContextManagerMixin):
         meter_provider: MeterProvider | None = None,
         tracer_provider: TracerProvider | None = None,
         max_concurrent_fetches: int = DEFAULT_CONCURRENT_FETCHES,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if ssl_context is not None and http_client is not None:
+            raise ConfigError("ssl_context: give it to your http_client; the registry makes a client only without one")
         if type(max_concurrent_fetches) is not int or not 2 <= max_concurrent_fetches <= MAX_CONCURRENT_FETCHES:
             raise ConfigError(
                 f"max_concurrent_fetches: must be an integer from 2 to {MAX_CONCURRENT_FETCHES}"
@@ -99,6 +107,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._default_refresh_early = default_refresh_early
         self._default_stale = default_stale_while_error
         self._http_client = http_client
+        self._ssl_context = ssl_context
         self._store = store
         self._clock: Clock = clock or SystemClock()
         self._monotonic = self._clock.monotonic  # bound once: read on every warm lookup
@@ -128,7 +137,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             raise RegistryClosedError("a Registry can be entered once; make a new one")
         self._state = _State.OPEN
         own_client = self._http_client is None
-        client = self._http_client or guarded_client(max_connections=self._max_fetches)
+        client = self._http_client or guarded_client(verify=self._ssl_context, max_connections=self._max_fetches)
         self._fetcher = fetcher = Fetcher(
             client, self._clock, telemetry=self._telemetry, max_concurrency=self._max_fetches
         )

@@ -24,7 +24,6 @@ from jwks_cache import (
     ResponseTooLargeError,
     SecurityError,
 )
-from jwks_cache._transport import guarded_client
 from jwks_cache.testing import LocalIdentityProvider
 
 
@@ -200,7 +199,10 @@ async def test_right_pin_passes_and_wrong_pin_is_refused() -> None:
             await reg.register(config_for(idp, pinned_spki=(wrong,)))
             with pytest.raises(SecurityError, match="pin"):
                 await reg.refresh(TENANT, PROVIDER)
-            assert await _cached_kids(reg) == before  # re-registered with the same URL: keys kept
+            # keys fetched under the old pins are not kept: a changed pin set may mean the old
+            # certificate is no longer trusted
+            with pytest.raises(SecurityError, match="pin"):
+                await _cached_kids(reg)
 
 
 async def test_refused_hop_is_not_retried() -> None:
@@ -214,26 +216,41 @@ async def test_refused_hop_is_not_retried() -> None:
             assert idp.request_count == 2
 
 
+async def test_a_private_ca_given_as_ssl_context_is_trusted_and_nothing_else_is() -> None:
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider(tls=True) as idp:
+            async with Registry(allow_private_networks=True) as reg:  # the system CAs only
+                await reg.register(config_for(idp))
+                with pytest.raises(FetchError, match="certificate"):
+                    await reg.refresh(TENANT, PROVIDER)
+            async with Registry(ssl_context=idp.ssl_context, allow_private_networks=True) as reg:
+                await reg.register(config_for(idp, pinned_spki=(idp.spki_pin,)))
+                await reg.refresh(TENANT, PROVIDER)
+            assert idp.request_count == 1
+            with pytest.raises(ConfigError, match="^ssl_context: "):
+                Registry(ssl_context=idp.ssl_context, http_client=httpx.AsyncClient())
+
+
 async def test_registry_transport_refuses_a_wrong_pin_before_sending_the_request() -> None:
     wrong = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
     with anyio.fail_after(10):
-        async with LocalIdentityProvider(tls=True) as idp:
-            client = guarded_client(verify=idp.ssl_context)
-            async with client, Registry(http_client=client, allow_private_networks=True) as reg:
-                await reg.register(config_for(idp, pinned_spki=(wrong,)))
-                with pytest.raises(SecurityError, match="pin"):
-                    await reg.refresh(TENANT, PROVIDER)
-                assert idp.request_count == 0  # refused after the handshake, before a byte of HTTP
-                await reg.register(config_for(idp, pinned_spki=(idp.spki_pin,)))
+        async with (
+            LocalIdentityProvider(tls=True) as idp,
+            Registry(ssl_context=idp.ssl_context, allow_private_networks=True) as reg,
+        ):
+            await reg.register(config_for(idp, pinned_spki=(wrong,)))
+            with pytest.raises(SecurityError, match="pin"):
                 await reg.refresh(TENANT, PROVIDER)
-                assert idp.request_count == 1
+            assert idp.request_count == 0  # refused after the handshake, before a byte of HTTP
+            await reg.register(config_for(idp, pinned_spki=(idp.spki_pin,)))
+            await reg.refresh(TENANT, PROVIDER)
+            assert idp.request_count == 1
 
 
 async def test_registry_transport_connects_only_to_the_address_it_checked() -> None:
     with anyio.fail_after(10):
         async with LocalIdentityProvider(tls=True) as idp:
-            client = guarded_client(verify=idp.ssl_context)
-            async with client, Registry(http_client=client) as reg:
+            async with Registry(ssl_context=idp.ssl_context) as reg:
                 await reg.register(config_for(idp, jwks_url=idp.jwks_url.replace("127.0.0.1", "vm")))
                 with pytest.raises(SecurityError, match="127.0.0.1"):
                     await reg.refresh(TENANT, PROVIDER)
@@ -256,13 +273,14 @@ async def test_a_redirect_to_a_host_httpx_cannot_encode_fails_the_refresh_not_th
 async def test_a_pooled_connection_is_not_reused_for_a_provider_whose_pin_it_fails() -> None:
     wrong = "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU="
     with anyio.fail_after(10):
-        async with LocalIdentityProvider(tls=True) as idp:
-            client = guarded_client(verify=idp.ssl_context)
-            async with client, Registry(http_client=client, allow_private_networks=True) as reg:
-                await reg.register(config_for(idp))  # no pin: opens and pools a connection
-                await reg.refresh(TENANT, PROVIDER)
-                served = idp.request_count
-                await reg.register(config_for(idp, provider="pinned", pinned_spki=(wrong,)))
-                with pytest.raises(SecurityError, match="pin"):
-                    await reg.refresh(TENANT, "pinned")
-                assert idp.request_count == served  # refused before the request was written
+        async with (
+            LocalIdentityProvider(tls=True) as idp,
+            Registry(ssl_context=idp.ssl_context, allow_private_networks=True) as reg,
+        ):
+            await reg.register(config_for(idp))  # no pin: opens and pools a connection
+            await reg.refresh(TENANT, PROVIDER)
+            served = idp.request_count
+            await reg.register(config_for(idp, provider="pinned", pinned_spki=(wrong,)))
+            with pytest.raises(SecurityError, match="pin"):
+                await reg.refresh(TENANT, "pinned")
+            assert idp.request_count == served  # refused before the request was written
