@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -239,3 +240,96 @@ def test_hmac_key_is_validated() -> None:
         FileStore("/nonexistent", hmac_key=b"short")
     with pytest.raises(ConfigError, match="hmac_key"):
         FileStore("/nonexistent", hmac_key="a string key of enough length")  # type: ignore[arg-type]
+
+
+def _symlink_or_skip(target: Path | str, link: Path) -> None:
+    try:
+        os.symlink(target, link)
+    except (OSError, NotImplementedError) as exc:  # Windows without the privilege
+        pytest.skip(f"cannot create symlinks here: {exc}")
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+async def test_symlinks_under_snapshot_names_are_not_followed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory, elsewhere = tmp_path / "snapshots", tmp_path / "elsewhere"
+    directory.mkdir(mode=0o700)
+    elsewhere.mkdir()
+    good, linked = make_snapshot("good"), make_snapshot("linked")
+    _write(directory / "acme~good.jwks", encode(good, None))
+    _write(elsewhere / "acme~linked.jwks", encode(linked, None))  # valid, but not in the directory
+    _symlink_or_skip(elsewhere / "acme~linked.jwks", directory / "acme~linked.jwks")
+    _symlink_or_skip("/dev/zero", directory / "acme~zero.jwks")  # endless: once read to a MemoryError
+
+    store = FileStore(directory)
+    with anyio.fail_after(5), caplog.at_level(logging.WARNING, logger="jwks_cache"):
+        assert await store.load_all() == [good]
+        for provider in ("linked", "zero"):
+            with pytest.raises(StoreError, match=r"acme~.*\.jwks: it is a symbolic link \(not followed\)"):
+                await store.load("acme", provider)
+    refused = [record.getMessage() for record in caplog.records if record.name == "jwks_cache"]
+    assert len(refused) == 2
+    assert all("symbolic link (not followed)" in message for message in refused)
+    for name in ("acme~linked.jwks", "acme~zero.jwks"):
+        assert any(name in message for message in refused), name
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfifo")
+async def test_fifos_and_devices_under_snapshot_names_are_skipped_without_blocking(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = make_snapshot("good")
+    _write(tmp_path / "acme~good.jwks", encode(good, None))
+    fifo = tmp_path / "acme~idp.jwks"
+    os.mkfifo(fifo)  # with no writer, a blocking open never returns
+    unblocked = False
+
+    async def unblock_a_stuck_reader() -> None:
+        # the worker thread cannot be cancelled: if a regression blocks on the FIFO, a writer that
+        # opens and closes it lets the test fail on the assertion below instead of hanging for ever
+        nonlocal unblocked
+        await anyio.sleep(2)
+        unblocked = True
+        while True:
+            with contextlib.suppress(OSError):  # ENXIO: nobody is waiting to read, as it should be
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            await anyio.sleep(0.1)
+
+    store = FileStore(tmp_path)
+    with anyio.fail_after(5), caplog.at_level(logging.WARNING, logger="jwks_cache"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(unblock_a_stuck_reader)
+            loaded = await store.load_all()
+            finished_first = not unblocked
+            with pytest.raises(StoreError, match=r"acme~idp\.jwks: it is not a regular file"):
+                await store.load("acme", "idp")
+            tg.cancel_scope.cancel()
+    assert finished_first, "load_all waited for a writer on the FIFO"
+    assert loaded == [good]
+    refused = [record.getMessage() for record in caplog.records if record.name == "jwks_cache"]
+    assert len(refused) == 1
+    assert "acme~idp.jwks: it is not a regular file" in refused[0]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+async def test_load_all_warns_once_about_a_directory_others_can_write(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "shared"
+    good = make_snapshot("good")
+    with anyio.fail_after(10):
+        store = FileStore(directory)
+        await store.save(good)
+        with caplog.at_level(logging.WARNING, logger="jwks_cache"):
+            assert await store.load_all() == [good]  # private, as the store makes it: no warning
+        assert [record for record in caplog.records if record.name == "jwks_cache"] == []
+        for mode in (0o770, 0o757, 0o1777):
+            directory.chmod(mode)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="jwks_cache"):
+                assert await store.load_all() == [good]  # still loaded: a warning, not a refusal
+            warnings = [record for record in caplog.records if record.name == "jwks_cache"]
+            assert len(warnings) == 1, oct(mode)
+            assert warnings[0].levelno == logging.WARNING
+            assert str(directory) in warnings[0].getMessage()
+            assert "writable by group or others" in warnings[0].getMessage()
+        directory.chmod(0o700)

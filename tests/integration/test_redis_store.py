@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,7 +14,7 @@ import anyio
 import coredis
 import pytest
 
-from jwks_cache import ConfigError, Snapshot, StoreError
+from jwks_cache import ConfigError, Registry, Snapshot, StoreError
 from jwks_cache._stores import SharedStore, SnapshotStore
 from jwks_cache._stores._redis import SNAPSHOT_GRACE
 from jwks_cache.redis import RedisStore
@@ -369,3 +370,41 @@ def test_invalid_configuration_is_a_config_error(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "coredis", None)
     with pytest.raises(ConfigError, match=r"pip install jwks-cache\[redis\]"):
         RedisStore("redis://127.0.0.1:1/0")
+
+
+async def test_keys_that_are_not_utf8_are_skipped(target: Target) -> None:
+    with anyio.fail_after(10):
+        async with target.store() as store, target.raw() as raw:
+            good = make_snapshot("good")
+            await store.save(good)
+            prefix = target.namespace.encode()
+            for junk in (b":{\xff/x}:snap", b":{acme/\xc3\x28}:snap", b":{\xed\xa0\x80}:snap"):
+                await raw.set(prefix + junk, b"junk")  # matches the SCAN pattern, but no name we write
+            await raw.set(store.snapshot_key("acme", "good").replace("good", "a/b"), b"junk")  # valid UTF-8
+            assert await store.load_all() == [good]
+
+
+async def test_registry_starts_with_a_key_that_is_not_utf8(
+    redis_server: RedisServerProcess, redis_namespace: str
+) -> None:
+    with anyio.fail_after(10):
+        async with coredis.Redis.from_url(redis_server.url) as raw:
+            await raw.set(redis_namespace.encode() + b":{\xff/x}:snap", b"junk")
+        store = RedisStore(redis_server.url, namespace=redis_namespace, timeout=RELAXED)
+        async with Registry(store=store):
+            pass
+
+
+@pytest.mark.parametrize(
+    "ttl", [math.inf, -math.inf, math.nan, 0, 0.0, -1, 10 * 365 * 86_400 + 1, 1e300, 2**64, True, "30"]
+)
+async def test_lease_ttl_must_be_a_finite_positive_bounded_number(
+    redis_server: RedisServerProcess, redis_namespace: str, ttl: Any
+) -> None:
+    with anyio.fail_after(10):
+        async with RedisStore(redis_server.url, namespace=redis_namespace, shared=True, timeout=RELAXED) as store:
+            with pytest.raises(StoreError, match=r"lease ttl .*\(got .+\)"):
+                await store.acquire_lease("acme", "google", ttl)
+            token = await store.acquire_lease("acme", "google", 10 * 365 * 86_400)  # the bound itself is fine
+            assert token is not None
+            await store.release_lease("acme", "google", token)

@@ -9,7 +9,9 @@ provider leave the last complete snapshot, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Final
@@ -27,6 +29,16 @@ __all__ = ["FileStore"]
 _SUFFIX: Final = ".jwks"
 _SEPARATOR: Final = "~"  # outside both name alphabets, so the split is unambiguous
 _DIR_MODE: Final = 0o700  # key sets are public, but their freshness metadata is operational data
+# never follow a planted symlink, never wait on a FIFO (O_NONBLOCK), never leak the fd into children
+_OPEN_FLAGS: Final = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+_SYMLINK_ERRNOS: Final = frozenset({errno.ELOOP, errno.EMLINK})  # O_NOFOLLOW: Linux/macOS, FreeBSD
+_READ_CHUNK: Final = 1024 * 1024  # bytes per read once the file turned out longer than its size said
 
 
 class FileStore(ClosesOnExit):
@@ -109,15 +121,33 @@ class FileStore(ClosesOnExit):
     # -- worker-thread side -------------------------------------------------------------------
 
     def _read(self, path: Path, rejections: _codec.Rejections | None = None) -> bytes | None:
-        """The file's bytes; ``None`` when absent or too large to be a snapshot (logged)."""
+        """The file's bytes; ``None`` when absent or too large to be a snapshot (logged).
+
+        Only a regular file is read, and at most one byte past the limit: a symlink (to ``/dev/zero``,
+        say), a FIFO or a device planted under a snapshot's name is refused, never followed or waited on.
+
+        Raises:
+            StoreError: the file cannot be opened or read, is a symbolic link or is not a regular file.
+        """
         try:
-            with path.open("rb") as file:
-                if os.fstat(file.fileno()).st_size <= _codec.MAX_SNAPSHOT_BYTES:
-                    return file.read()
+            fd = os.open(path, _OPEN_FLAGS)
         except FileNotFoundError:
             return None
         except OSError as exc:
+            if exc.errno in _SYMLINK_ERRNOS and os.path.islink(path):
+                raise StoreError(f"cannot read snapshot {path}: it is a symbolic link (not followed)") from exc
             raise StoreError(f"cannot read snapshot {path}: {exc}") from exc
+        try:
+            status = os.fstat(fd)
+            if not stat.S_ISREG(status.st_mode):
+                raise StoreError(f"cannot read snapshot {path}: it is not a regular file")
+            data = _read_bounded(fd, status.st_size) if status.st_size <= _codec.MAX_SNAPSHOT_BYTES else None
+        except OSError as exc:
+            raise StoreError(f"cannot read snapshot {path}: {exc}") from exc
+        finally:
+            os.close(fd)
+        if data is not None and len(data) <= _codec.MAX_SNAPSHOT_BYTES:
+            return data
         error = StoreError(f"snapshot {path} is larger than {_codec.MAX_SNAPSHOT_BYTES} bytes")
         (rejections or _codec.Rejections()).add(error)
         return None
@@ -169,6 +199,7 @@ class FileStore(ClosesOnExit):
 
     def _load_all_sync(self) -> list[Snapshot]:
         try:
+            self._warn_if_writable_by_others()
             with os.scandir(self._directory) as entries:
                 names = sorted(entry.name for entry in entries)
         except FileNotFoundError:
@@ -190,6 +221,36 @@ class FileStore(ClosesOnExit):
                 snapshots.append(snapshot)
         rejections.summarize()
         return snapshots
+
+    def _warn_if_writable_by_others(self) -> None:
+        """Log once per ``load_all`` when group or others may write the directory: they could plant files."""
+        if os.name != "posix":
+            return  # Windows reports synthetic permission bits; its ACLs are not checked here
+        mode = stat.S_IMODE(os.stat(self._directory).st_mode)
+        if mode & 0o022:
+            _codec.log.warning(
+                "snapshot directory %s is writable by group or others (mode %o): they could plant files"
+                " there; make it private (chmod 700)",
+                self._directory,
+                mode,
+            )
+
+
+def _read_bounded(fd: int, size: int) -> bytes:
+    """At most ``MAX_SNAPSHOT_BYTES + 1`` bytes of ``fd``: one read of the expected size, then chunks."""
+    limit = _codec.MAX_SNAPSHOT_BYTES + 1
+    chunks: list[bytes] = []
+    total, want = 0, size + 1  # one byte more than expected: a file that grew since fstat shows it
+    while total < limit:
+        request = min(want, limit - total)
+        chunk = os.read(fd, request)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        # a short read is (almost always) the end: confirm it with a 1-byte read, not a 1 MiB buffer
+        want = _READ_CHUNK if len(chunk) == request else 1
+    return b"".join(chunks)
 
 
 def _names_of(path: Path) -> tuple[str, str]:

@@ -43,6 +43,7 @@ log = logging.getLogger("jwks_cache")
 SNAPSHOT_GRACE: Final = 86_400.0  # seconds
 _MIN_SNAPSHOT_TTL: Final = 60.0  # seconds
 _MAX_SNAPSHOT_TTL: Final = 30 * 86_400.0  # seconds; bounds what an absurd expires_at can pin
+_MAX_LEASE_TTL: Final = 10 * 365 * 86_400.0  # seconds; the configuration's bound on any duration
 _SCAN_BATCH: Final = 500  # keys per SCAN and per pipelined GET batch
 _LISTEN_MIN_BACKOFF: Final = 0.05  # seconds; doubled per failed attempt, jittered down to half
 _LISTEN_MAX_BACKOFF: Final = 5.0  # seconds; bounds how late a fleet hears that Redis is back
@@ -183,10 +184,15 @@ class RedisStore(ClosesOnExit):
         return f"{self._namespace}:notices"
 
     def _names_of(self, key: str) -> tuple[str, str] | None:
+        """``(tenant, provider)`` of a snapshot key we write; ``None`` for any other key."""
         prefix, suffix = f"{self._namespace}:{{", "}:snap"
         if not (key.startswith(prefix) and key.endswith(suffix)):
             return None
         tenant, _, provider = key[len(prefix) : -len(suffix)].partition("/")
+        try:
+            _codec.check_names(tenant, provider)
+        except StoreError:
+            return None  # not a name we write (U+FFFD stands for bytes that were not UTF-8)
         return tenant, provider
 
     def _require_open(self) -> None:
@@ -238,15 +244,16 @@ class RedisStore(ClosesOnExit):
                     keys += await self._scan(node)
             except self._errors as exc:
                 raise StoreError(f"redis SCAN on {node!r} failed: {exc}") from exc
+        named = [(key, names) for key in keys if (names := self._names_of(key)) is not None]  # others aren't ours
         snapshots: list[Snapshot] = []
         rejections = _codec.Rejections()
-        for start in range(0, len(keys), _SCAN_BATCH):
-            batch = keys[start : start + _SCAN_BATCH]
-            values = await self._call("GET (batch)", functools.partial(self._get_many, batch))
-            for key, data in zip(batch, values, strict=True):
-                names = self._names_of(key)
-                if data is None or names is None:
-                    continue  # expired since the scan, or not a key we write
+        for start in range(0, len(named), _SCAN_BATCH):
+            batch = named[start : start + _SCAN_BATCH]
+            get_batch = functools.partial(self._get_many, [key for key, _ in batch])
+            values = await self._call("GET (batch)", get_batch)
+            for (key, names), data in zip(batch, values, strict=True):
+                if data is None:
+                    continue  # expired since the scan
                 snapshot = _codec.decode_or_none(
                     bytes(data), self._hmac_key, source=key, expect=names, rejections=rejections
                 )
@@ -261,7 +268,8 @@ class RedisStore(ClosesOnExit):
         while True:
             scan = functools.partial(node.scan, cursor, match=match, count=_SCAN_BATCH)
             cursor, batch = await self._call("SCAN", scan)
-            keys += (key.decode() if isinstance(key, bytes) else str(key) for key in batch)
+            # a key that is not UTF-8 was not written by us: decode it lossily, _names_of refuses it
+            keys += (key.decode(errors="replace") if isinstance(key, bytes) else str(key) for key in batch)
             if cursor == 0:
                 return keys
 
@@ -276,9 +284,12 @@ class RedisStore(ClosesOnExit):
 
         Returns:
             The token proving ownership, or ``None`` when another instance holds the lease.
+
+        Raises:
+            StoreError: ``ttl`` is not a finite number of seconds in (0, ten years], or Redis failed.
         """
-        if not ttl > 0:
-            raise StoreError(f"lease ttl must be > 0 (got {ttl!r})")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= _MAX_LEASE_TTL:
+            raise StoreError(f"lease ttl must be > 0 and <= {_MAX_LEASE_TTL:g} seconds (got {ttl!r})")
         key, token, ttl_ms = self.lease_key(tenant, provider, purpose), secrets.token_hex(16), max(1, int(ttl * 1000))
         acquired = await self._call("SET NX", lambda: self._set_nx(key, token, ttl_ms))
         return token if acquired else None
