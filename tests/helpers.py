@@ -6,7 +6,7 @@ from typing import Any
 
 import anyio
 
-from jwks_cache import ProviderConfig, Registry, RetryPolicy
+from jwks_cache import FetchError, ProviderConfig, Registry, RetryPolicy
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
 TENANT = "acme"
@@ -43,3 +43,21 @@ async def eventually(predicate: Any, *, clock: VirtualClock | None = None, spins
         else:
             await anyio.lowlevel.checkpoint()
     raise AssertionError("condition not reached")
+
+
+async def failed_lookups(reg: Registry, clock: VirtualClock, kid: str, *, steps: int) -> list[FetchError]:
+    """One ``get_key`` of TENANT/PROVIDER in a task while virtual time moves through its retry
+    backoff (``steps`` quarter seconds); the FetchError it ended with, if any."""
+    errors: list[FetchError] = []
+
+    async def lookup() -> None:
+        try:
+            await reg.get_key(TENANT, PROVIDER, kid)
+        except FetchError as exc:
+            errors.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lookup)
+        for _ in range(steps):
+            await clock.advance(0.25)
+    return errors

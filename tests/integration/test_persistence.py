@@ -8,9 +8,9 @@ from typing import Any
 
 import anyio
 import pytest
-from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
+from tests.helpers import PROVIDER, TENANT, config_for, failed_lookups, loopback_registry
 
-from jwks_cache import FetchError, FileStore, KeyNotFoundError, MemoryStore, ProviderState, Snapshot
+from jwks_cache import FileStore, KeyNotFoundError, MemoryStore, ProviderState, Snapshot
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
 
@@ -66,18 +66,7 @@ async def test_expired_snapshot_is_revalidated_before_it_is_served(tmp_path: Pat
             idp.fail(503)
             async with loopback_registry(later, store=FileStore(tmp_path)) as reg:
                 await reg.register(config_for(idp, stale_while_error=60.0))
-                errors: list[Exception] = []
-
-                async def lookup() -> None:
-                    try:
-                        await reg.get_key(TENANT, PROVIDER, idp.kids[0])
-                    except FetchError as exc:
-                        errors.append(exc)
-
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(lookup)
-                    for _ in range(40):
-                        await later.advance(0.25)  # through the retry backoff sleeps
+                errors = await failed_lookups(reg, later, idp.kids[0], steps=40)
                 assert len(errors) == 1 and "503" in str(errors[0])  # the expired set was not served
             idp.recover()
             async with loopback_registry(later, store=FileStore(tmp_path)) as reg:

@@ -7,7 +7,15 @@ import random
 
 import anyio
 import pytest
-from tests.helpers import PROVIDER, QUICK_RETRY, TENANT, config_for, eventually, loopback_registry
+from tests.helpers import (
+    PROVIDER,
+    QUICK_RETRY,
+    TENANT,
+    config_for,
+    eventually,
+    failed_lookups,
+    loopback_registry,
+)
 
 from jwks_cache import (
     ConfigError,
@@ -306,18 +314,7 @@ async def test_each_lookup_counts_once_and_failed_ones_count_as_misses() -> None
         async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
             await reg.register(config_for(idp, retry=QUICK_RETRY))
             idp.fail(503)
-            errors: list[Exception] = []
-
-            async def lookup() -> None:
-                try:
-                    await reg.get_key(TENANT, PROVIDER, idp.kids[0])
-                except FetchError as exc:
-                    errors.append(exc)
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lookup)
-                for _ in range(20):
-                    await clock.advance(0.25)  # through the retry backoff sleeps
+            errors = await failed_lookups(reg, clock, idp.kids[0], steps=20)
             assert len(errors) == 1  # no usable set at all: a miss, not an uncounted call
             assert (reg.status(TENANT, PROVIDER).hits, reg.status(TENANT, PROVIDER).misses) == (0, 1)
             idp.recover()
