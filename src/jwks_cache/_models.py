@@ -74,3 +74,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     #: the registration's OIDC issuer when its keys were fetched: an issuer registration finds its
     #: JWKS URL only by discovery, so the URL alone cannot tell whose keys a snapshot holds
     issuer: str | None = None
+    #: a digest of the rules the set was fetched under (``https``, domains, pins, redirects, size and
+    #: key limits); a snapshot is restored only under the same rules. Snapshots written by hand may
+    #: leave it unset: they are then restored for any registration of their name, issuer and URL
+    rules: str | None = None

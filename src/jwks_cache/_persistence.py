@@ -63,6 +63,7 @@ class Persistence:
             fetched_at=published.wall_fetched_at,
             expires_at=published.wall_expires_at,
             issuer=cfg.issuer,
+            rules=provider.refresher.rules,
         )
 
     def published_from(self, provider: Provider, snapshot: Snapshot) -> Published | None:
@@ -70,6 +71,8 @@ class Persistence:
         cfg = provider.config
         if snapshot.issuer != cfg.issuer:
             return None  # registered for another issuer since (or a snapshot from before issuers were kept)
+        if snapshot.rules is not None and snapshot.rules != provider.refresher.rules:
+            return None  # fetched under other rules (a pin since removed, say): fetch under the new ones
         expected = cfg.jwks_url or provider.refresher.jwks_url
         if expected is not None and snapshot.jwks_url != expected:
             return None  # registered for another URL since: the snapshot is not this provider's keys
@@ -85,7 +88,7 @@ class Persistence:
         # and validators that could not have come from a response are dropped
         now_wall, now_mono = self._clock.time(), self._clock.monotonic()
         fetched_at = min(snapshot.fetched_at, now_wall)
-        ttl = min(max(0.0, snapshot.expires_at - fetched_at), cfg.max_ttl)
+        ttl = min(max(0.0, snapshot.expires_at - snapshot.fetched_at), cfg.max_ttl)
         etag, last_modified = usable_validators(snapshot.etag, snapshot.last_modified)
         return Published(
             table=table,

@@ -478,7 +478,10 @@ class Provider:
         if kid is None:
             self.misses += 1
             raise KeyNotFoundError(f"{self._name}: no key fits a kid-less {alg} token")
-        return (await self.refresh_for_unknown_kid(kid, alg),)
+        entry = await self.refresh_for_unknown_kid(kid, alg)
+        if counted:
+            self.hits += 1  # found after all, as get_key counts it
+        return (entry,)
 
     async def refresh_after_bad_signature(self) -> bool:
         """One throttled, unconditional refresh: the IdP may have replaced a key under the same kid."""

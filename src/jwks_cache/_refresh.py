@@ -6,6 +6,7 @@ provider only decides *when* and *for whom* to refresh.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Final
 
@@ -60,6 +61,7 @@ class Refresher:
         self._clock = clock
         self._rng = rng
         self._discovered: _Discovered | None = None
+        self._rules: str | None = None
         self.retries = 0  # cumulative retried attempts, for status and telemetry
 
     @property
@@ -71,6 +73,21 @@ class Refresher:
     def policy(self) -> HopPolicy:
         """The transport policy every hop of this provider is checked against."""
         return self._policy
+
+    @property
+    def rules(self) -> str:
+        """A digest of every rule a fetched set is judged under: transport policy (https, domains,
+        pins, private networks), redirects, size and key limits.
+
+        Snapshots carry it, so keys fetched under other rules (a pin since removed, a wider
+        allowlist) are neither restored nor kept by a re-registration: none of those rules can be
+        judged again from the stored document alone.
+        """
+        if self._rules is None:
+            cfg = self._config
+            judged = (self._policy, cfg.max_redirects, cfg.max_response_bytes, cfg.max_keys)
+            self._rules = hashlib.sha256(msgspec.json.encode(judged)).hexdigest()[:32]
+        return self._rules
 
     @property
     def jwks_url(self) -> str | None:

@@ -301,7 +301,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         assert self._fetcher is not None
         refresher = Refresher(config, policy, self._fetcher, self._clock, self._rng, self._tables)
         old = self._providers.get(config.key)
-        kept = _kept_set(old, config, policy) if old is not None else None
+        kept = _kept_set(old, config, refresher) if old is not None else None
         assert self._provider_host is not None  # made before the registry opens
         provider = Provider(config, refresher, self._provider_host, published=kept)
         if kept is None and self._persistence is not None:
@@ -389,14 +389,16 @@ class Registry(anyio.AsyncContextManagerMixin):
         except KeyError:
             raise self._gone_error(tenant, provider) from None
 
-    async def _on_current(self, found: Provider, call: Callable[[Provider], Awaitable[_T]]) -> _T:
+    async def _on_current(
+        self, found: Provider, call: Callable[[Provider], Awaitable[_T]], *, rounds: int = _REPLACED_ROUNDS
+    ) -> _T:
         """``call(found)``, or, when a re-registration replaces ``found`` meanwhile, ``call`` on its successor.
 
         Re-registering closes the old provider, which releases its waiters with NotRegisteredError;
         but the tenant is still registered, so they carry on with the registration now in place
         (a few rounds at most: a registration replaced over and over fails the call instead).
         """
-        for _ in range(_REPLACED_ROUNDS):
+        for _ in range(rounds):
             try:
                 return await call(found)
             except NotRegisteredError:
@@ -483,9 +485,10 @@ class Registry(anyio.AsyncContextManagerMixin):
             successor = self._successor(found)
             if successor is None:
                 raise
-        return await self._on_current(
+        return await self._on_current(  # one replacement followed already
             successor,
             lambda current: self._verify_with(current, token, audience=audience, issuer=issuer, leeway=leeway),
+            rounds=_REPLACED_ROUNDS - 1,
         )
 
     async def _verify_with(
@@ -555,16 +558,15 @@ class Registry(anyio.AsyncContextManagerMixin):
         return [provider_status(p, self._clock) for p in self._providers.values()]
 
 
-def _kept_set(old: Provider, config: ProviderConfig, policy: HopPolicy) -> Published | None:
+def _kept_set(old: Provider, config: ProviderConfig, refresher: Refresher) -> Published | None:
     """The set a re-registration keeps: only one fetched from the same source under the same rules,
     re-dated to the new registration's freshness bounds (a tighter ``max_ttl`` or stale window
     applies now, not after a refresh the old, longer lifetime put off)."""
     published, before = old.published, old.config
-    if published is None or old.refresher.policy != policy:
-        return None  # fetched under other transport rules (https, domains, pins): fetch again
-    source = (config.jwks_url, config.issuer, config.max_redirects, config.max_response_bytes, config.max_keys)
-    if (before.jwks_url, before.issuer, before.max_redirects, before.max_response_bytes, before.max_keys) != source:
+    if published is None or (before.jwks_url, before.issuer) != (config.jwks_url, config.issuer):
         return None
+    if old.refresher.rules != refresher.rules:
+        return None  # fetched under other rules (https, domains, pins, limits): fetch again
     ttl = min(published.ttl, config.max_ttl)
     if ttl == published.ttl and config.stale_while_error == before.stale_while_error:
         return published
