@@ -13,6 +13,7 @@ request, the case says SKIP and why instead of timing a restore that does not ha
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -59,7 +60,13 @@ Bodies = Callable[[int], bytes]
 
 
 async def _seed(
-    make_store: StoreFactory, n: int, url: str, bodies: Bodies, *, names: Callable[[int], str] = tenant_name
+    make_store: StoreFactory,
+    n: int,
+    url: str,
+    bodies: Bodies,
+    *,
+    rules: str | None,
+    names: Callable[[int], str] = tenant_name,
 ) -> None:
     now = time.time()
     limiter = anyio.CapacityLimiter(_SAVE_CONCURRENCY)
@@ -73,6 +80,7 @@ async def _seed(
                 body=bodies(index),
                 fetched_at=now,
                 expires_at=now + 300,
+                rules=rules,  # as the registry writes them, so restore judges them as it would its own
             )
             await store.save(snapshot)
 
@@ -81,14 +89,23 @@ async def _seed(
             tg.start_soon(save, store, index)
 
 
-async def _probe(make_store: StoreFactory, url: str, kid: str, body: bytes, counter: Callable[[], int]) -> bool:
-    """Whether one restored provider answers without an upstream request (else the case is a MISS)."""
-    await _seed(make_store, 1, url, lambda _: body, names=lambda _: "probe")
+async def _probe(make_store: StoreFactory, url: str, kid: str, counter: Callable[[], int]) -> str | None:
+    """The rules digest the registry writes into snapshots of these registrations, when one
+    restored provider answers without an upstream request; None otherwise (the case is a MISS).
+
+    The digest covers no tenant or URL, so every seeded snapshot can carry the probe's.
+    """
+    async with loopback_registry(store=make_store()) as reg:  # a fetch, saved as the library saves it
+        await reg.register(config(url, tenant="probe"))
+        await reg.get_key("probe", "idp", kid)
+    async with make_store() as store:
+        written = await store.load("probe", "idp")
     before = counter()
     async with loopback_registry(store=make_store()) as reg:
         await reg.register(config(url, tenant="probe"))
         await reg.get_key("probe", "idp", kid)
-    return counter() == before
+    restored = counter() == before and written is not None and written.rules is not None
+    return written.rules if restored and written is not None else None
 
 
 def _kids(scenario: str) -> Callable[[int], str]:
@@ -158,12 +175,13 @@ def run(quick: bool) -> CaseResult:
                     why = "redis-server not found" if not redis_url else "coredis not importable"
                     result.skip("-", f"{store_name}: SKIP ({why})")
                     continue
-                if not anyio.run(_probe, make_store, url, kid, body, counter):
+                rules = anyio.run(_probe, make_store, url, kid, counter)
+                if rules is None:
                     label = f"{store_name}: a restored key was fetched upstream"
                     result.add(Row(NAME, "-", label, None, "", target="0 requests", status=verdict(False)))
                     continue
                 for scenario, bodies in scenarios.items():
-                    anyio.run(_seed, make_store, n, url, bodies)
+                    anyio.run(functools.partial(_seed, make_store, n, url, bodies, rules=rules))
                     for backend in BACKENDS:
                         before = counter()
                         s = _measure_in_child(store_name, where[store_name], url, kid, scenario, n, backend)

@@ -412,7 +412,11 @@ class Provider:
             log_stale_started(self.config, expired_for=now - pub.expires_at, error=self.last_error)
 
     async def get_key(self, kid: str, alg: str | None) -> Any:
-        table = await self._counted_table()
+        try:  # inline, not a helper: each frame here is resumed for every waiter of a cold stampede
+            table = await self.table()
+        except JwksCacheError:
+            self.misses += 1  # no usable set: a miss, or outages would vanish from the hit ratio
+            raise
         entry = _pick(table, kid, alg)
         if entry is None:
             entry = await self.refresh_for_unknown_kid(kid, alg)
@@ -455,21 +459,17 @@ class Provider:
             return self._reject(kid)
         return entry
 
-    async def _counted_table(self) -> KeyTable:
-        """:meth:`table` for a lookup: one that fails (no usable set) is a miss, or outages would
-        vanish from the hit ratio exactly when it matters."""
-        try:
-            return await self.table()
-        except JwksCacheError:
-            self.misses += 1
-            raise
-
     async def candidates(self, kid: str | None, alg: str, *, counted: bool = True) -> tuple[KeyEntry, ...]:
         """Keys that may verify a token with this kid/alg; an unknown kid follows the cooldown rules.
 
         ``counted=False`` for a second look within one lookup (verify's retry after a refresh).
         """
-        table = await (self._counted_table() if counted else self.table())
+        try:
+            table = await self.table()
+        except JwksCacheError:
+            if counted:
+                self.misses += 1  # no usable set: a miss, as in get_key
+            raise
         found = table.candidates(kid, alg)
         if found:
             if counted:

@@ -452,7 +452,13 @@ class Registry(anyio.AsyncContextManagerMixin):
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
                 found.hits += 1
                 return jwk
-        return await self._on_current(found, lambda current: current.get_key(kid, alg))
+        try:  # no wrapper on the first try: every frame here is resumed for each of a stampede's waiters
+            return await found.get_key(kid, alg)
+        except NotRegisteredError:
+            successor = self._successor(found)
+            if successor is None:
+                raise
+        return await self._on_current(successor, lambda current: current.get_key(kid, alg), rounds=_REPLACED_ROUNDS - 1)
 
     async def verify(
         self,
