@@ -485,45 +485,34 @@ class Registry(anyio.AsyncContextManagerMixin):
         if not (math.isfinite(leeway) and leeway >= 0):
             raise ConfigError(f"leeway must be a finite number >= 0 (got {leeway!r})")
         found = self._provider(tenant, provider)
-        try:  # the common case without a closure: verify is a hot path too
-            return await self._verify_with(found, token, audience=audience, issuer=issuer, leeway=leeway)
-        except NotRegisteredError:
-            successor = self._successor(found)
-            if successor is None:
-                raise
-        return await self._on_current(  # one replacement followed already
-            successor,
-            lambda current: self._verify_with(current, token, audience=audience, issuer=issuer, leeway=leeway),
-            rounds=_REPLACED_ROUNDS - 1,
-        )
-
-    async def _verify_with(
-        self,
-        found: Provider,
-        token: str | bytes,
-        *,
-        audience: str | Sequence[str] | None,
-        issuer: str | None,
-        leeway: float,
-    ) -> dict[str, Any]:
-        cfg = found.config
         parsed = parse_jws(token, header_cache=self._header_cache)
-        check_alg(parsed.alg, cfg.algorithms or ALLOWED_DEFAULT)
-        pub = found.published
-        candidates = (
-            pub.table.candidates(parsed.kid, parsed.alg)
-            if pub is not None and self._monotonic() < pub.expires_at
-            else ()
-        )
-        if candidates:
-            found.hits += 1  # warm: no await, as get_key
-        else:
-            candidates = await found.candidates(parsed.kid, parsed.alg)
-        if not _verifies(parsed, candidates):
-            if parsed.kid is None or not await found.refresh_after_bad_signature():
-                raise TokenError("signature verification failed", reason="bad_signature")
-            if not _verifies(parsed, await found.candidates(parsed.kid, parsed.alg, counted=False)):
-                raise TokenError("signature verification failed", reason="bad_signature")
+        # written out in one frame (a helper per try would cost every verify a coroutine): the
+        # loop follows a re-registration that replaces the provider while we wait on its keys
+        for replacements in range(_REPLACED_ROUNDS + 1):
+            cfg = found.config
+            check_alg(parsed.alg, cfg.algorithms or ALLOWED_DEFAULT)
+            try:
+                pub = found.published
+                candidates = (
+                    pub.table.candidates(parsed.kid, parsed.alg)
+                    if pub is not None and self._monotonic() < pub.expires_at
+                    else ()
+                )
+                if candidates:
+                    found.hits += 1  # warm: no await, as get_key
+                else:
+                    candidates = await found.candidates(parsed.kid, parsed.alg)
+                if not _verifies(parsed, candidates):
+                    if parsed.kid is None or not await found.refresh_after_bad_signature():
+                        raise TokenError("signature verification failed", reason="bad_signature")
+                    if not _verifies(parsed, await found.candidates(parsed.kid, parsed.alg, counted=False)):
+                        raise TokenError("signature verification failed", reason="bad_signature")
+                break
+            except NotRegisteredError:
+                successor = self._successor(found)
+                if successor is None or replacements == _REPLACED_ROUNDS:
+                    raise
+                found = successor
         expected_aud = audience if audience is not None else cfg.audience
         claims = check_claims(
             parsed,
