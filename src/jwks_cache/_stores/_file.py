@@ -237,19 +237,23 @@ class FileStore(ClosesOnExit):
 
 
 def _read_bounded(fd: int, size: int) -> bytes:
-    """At most ``MAX_SNAPSHOT_BYTES + 1`` bytes of ``fd``: one read of the expected size, then chunks."""
+    """At most ``MAX_SNAPSHOT_BYTES + 1`` bytes of ``fd``, a regular file of ``size`` bytes at fstat.
+
+    One read of one byte more than expected usually does it: a regular file returns a short read
+    only at its end, so a short first read needs no second one (restore reads ten thousand files).
+    """
     limit = _codec.MAX_SNAPSHOT_BYTES + 1
-    chunks: list[bytes] = []
-    total, want = 0, size + 1  # one byte more than expected: a file that grew since fstat shows it
+    request = min(size + 1, limit)
+    chunk = os.read(fd, request)
+    if len(chunk) < request:
+        return chunk
+    chunks, total = [chunk], len(chunk)  # the file grew since fstat: read on, up to the limit
     while total < limit:
-        request = min(want, limit - total)
-        chunk = os.read(fd, request)
+        chunk = os.read(fd, min(_READ_CHUNK, limit - total))
         if not chunk:
             break
         chunks.append(chunk)
         total += len(chunk)
-        # a short read is (almost always) the end: confirm it with a 1-byte read, not a 1 MiB buffer
-        want = _READ_CHUNK if len(chunk) == request else 1
     return b"".join(chunks)
 
 
