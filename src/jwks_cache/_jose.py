@@ -17,7 +17,7 @@ import json
 import re
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 import msgspec
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -286,27 +286,28 @@ def _walk(tree: Any, max_depth: int, max_string: int) -> int:
     """Check the limits iteratively (no recursion on hostile nesting); returns the member count.
 
     Written for speed (restoring thousands of snapshots walks every one): strings, the common
-    case, are checked inline, and the object and array loops are written out separately rather
-    than through a shared helper, which would cost a call per member.
+    case, are checked inline, the object and array loops are written out separately rather than
+    through a shared helper, which would cost a call per member, and a container's JSON path is
+    kept as a (parent, key) pair that becomes text only in an error message.
     """
     members = 0
-    stack: list[tuple[Any, str, int]] = [(tree, "$", 0)]
+    stack: list[tuple[Any, _Path, int]] = [(tree, "$", 0)]
     while stack:
         node, path, depth = stack.pop()
         if depth > max_depth:
-            raise JsonProblem(path, f"nesting deeper than {max_depth} levels")
+            raise JsonProblem(_path_text(path), f"nesting deeper than {max_depth} levels")
         if isinstance(node, dict):
             if isinstance(node, _Duplicated):
-                raise JsonProblem(path, "duplicate member names")
+                raise JsonProblem(_path_text(path), "duplicate member names")
             members += len(node)
             for key, value in node.items():
                 if len(key) > max_string:
-                    raise JsonProblem(path, "member name too long")
+                    raise JsonProblem(_path_text(path), "member name too long")
                 if type(value) is str:
                     if len(value) > max_string:
                         _check_scalar(value, path, max_string, key)
                 elif isinstance(value, dict | list):
-                    stack.append((value, _child_path(path, key), depth + 1))
+                    stack.append((value, (path, key), depth + 1))
                 elif isinstance(value, str | int):
                     _check_scalar(value, path, max_string, key)
         elif isinstance(node, list):
@@ -315,7 +316,7 @@ def _walk(tree: Any, max_depth: int, max_string: int) -> int:
                     if len(value) > max_string:
                         _check_scalar(value, path, max_string, index)
                 elif isinstance(value, dict | list):
-                    stack.append((value, _child_path(path, index), depth + 1))
+                    stack.append((value, (path, index), depth + 1))
                 elif isinstance(value, str | int):
                     _check_scalar(value, path, max_string, index)
         else:
@@ -323,12 +324,26 @@ def _walk(tree: Any, max_depth: int, max_string: int) -> int:
     return members
 
 
-def _check_scalar(value: object, path: str, max_string: int, key: str | int | None = None) -> None:
+#: a JSON path in the making: "$", or (parent path, member name or index)
+_Path: TypeAlias = "str | tuple[_Path, str | int]"
+
+
+def _path_text(path: _Path) -> str:
+    keys: list[str | int] = []
+    while not isinstance(path, str):
+        path, key = path
+        keys.append(key)
+    for key in reversed(keys):
+        path = _child_path(path, key)
+    return path
+
+
+def _check_scalar(value: object, path: _Path, max_string: int, key: str | int | None = None) -> None:
     if isinstance(value, str) and len(value) > max_string:
-        where = path if key is None else _child_path(path, key)
+        where = _path_text(path if key is None else (path, key))
         raise JsonProblem(where, f"string longer than {max_string} characters")
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
-        raise JsonProblem(path if key is None else _child_path(path, key), "number out of range")
+        raise JsonProblem(_path_text(path if key is None else (path, key)), "number out of range")
 
 
 def _child_path(path: str, key: str | int) -> str:
