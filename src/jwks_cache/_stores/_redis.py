@@ -234,7 +234,8 @@ class RedisStore(ClosesOnExit):
         await self._call("DEL", lambda: self._client.delete([key]))
 
     async def load_all(self) -> list[Snapshot]:
-        """Every usable snapshot: SCAN (on every primary of a cluster), then pipelined GETs, in batches."""
+        """Every usable snapshot: SCAN (on every primary of a cluster), then MGET (pipelined GETs on
+        a cluster), in batches."""
         keys: list[str] = []
         if not self._cluster:
             keys = await self._scan(self._client)
@@ -274,6 +275,11 @@ class RedisStore(ClosesOnExit):
                 return keys
 
     async def _get_many(self, keys: list[str]) -> tuple[Any, ...]:
+        if not self._cluster:
+            # one MGET, not a pipeline of GETs: coredis spends more per command than Redis does
+            # per key, and a warm restart reads ten thousand of them
+            return tuple(await self._client.mget(keys))
+        # a cluster's keys live in as many slots as providers: MGET would be a cross-slot error
         async with self._client.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.get(key)
