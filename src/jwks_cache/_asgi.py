@@ -98,7 +98,7 @@ class _ControlPlane:
                 response = await self._dispatch(request)
             except ClientGone:
                 return
-            await send_response(send, response)
+            await send_response(send, response, head=request.method == "HEAD")
         elif kind == "lifespan":
             await _lifespan(receive, send)
         elif kind == "websocket" and (await receive()).get("type") == "websocket.connect":
@@ -157,9 +157,10 @@ def _resolve(request: Request) -> tuple[Access, Handler, dict[str, str]]:
         params = route.match(request.path)
         if params is None:
             continue
-        entry = route.methods.get(request.method)
+        # RFC 9110 §9.3.2: HEAD is GET without the body (load balancers' health checks use it)
+        entry = route.methods.get("GET" if request.method == "HEAD" else request.method)
         if entry is None:
-            allow = ", ".join(sorted(route.methods))
+            allow = ", ".join(sorted([*route.methods, "HEAD"] if "GET" in route.methods else route.methods))
             raise HttpProblem(405, f"{request.method} is not allowed here", headers=[("allow", allow)])
         return entry[0], entry[1], params
     raise HttpProblem(404, f"no route for {request.path!r}")

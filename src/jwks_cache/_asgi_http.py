@@ -186,12 +186,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             return b"".join(chunks)
 
 
-async def send_response(send: Send, response: Response) -> None:
+async def send_response(send: Send, response: Response, *, head: bool = False) -> None:
+    """Send ``response``; for a HEAD request, its headers (Content-Length included) and no body."""
     headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers]
     if response.content_type is not None:
         headers.append((b"content-type", response.content_type.encode("latin-1")))
         headers.append((b"x-content-type-options", b"nosniff"))
-    if response.status not in (204, 304):
+    has_body = response.status not in (204, 304)
+    if has_body:
         headers.append((b"content-length", str(len(response.body)).encode("ascii")))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    await send({"type": "http.response.body", "body": response.body if response.status not in (204, 304) else b""})
+    await send({"type": "http.response.body", "body": response.body if has_body and not head else b""})

@@ -32,7 +32,8 @@ them, and serve each provider's current public key set.
 
 Errors are RFC 9457 problem details (`application/problem+json`). A path not listed here answers
 404; a listed path called with another method answers 405 with an `Allow` header. Both are
-problem details.
+problem details. Every GET operation also answers HEAD: the same status and headers, no body
+(RFC 9110 §9.3.2).
 """
 
 

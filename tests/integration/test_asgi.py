@@ -92,14 +92,19 @@ def assert_documented(document: dict[str, Any], seen: Sequence[Seen]) -> None:
         where = f"{exchange.method} {exchange.path} -> {exchange.status}"
         content_type = exchange.headers.get("content-type")
         item = next((v for k, v in paths.items() if _template_regex(k).match(exchange.path)), None)
-        if item is None or exchange.method.lower() not in item:
+        # the description promises HEAD for every GET operation: its GET response without a body
+        method = "get" if exchange.method == "HEAD" and item is not None and "get" in item else exchange.method.lower()
+        if item is None or method not in item:
             # undocumentable by OpenAPI; the document's description promises exactly these two
             assert exchange.status == (404 if item is None else 405), where
             assert content_type == PROBLEM, where
             if item is not None:
-                assert exchange.headers["allow"] == ", ".join(sorted(m.upper() for m in item)), where
+                methods = {m.upper() for m in item} | ({"HEAD"} if "get" in item else set())
+                assert exchange.headers["allow"] == ", ".join(sorted(methods)), where
             continue
-        responses = item[exchange.method.lower()]["responses"]
+        if exchange.method == "HEAD":
+            assert exchange.body == b"", where
+        responses = item[method]["responses"]
         assert str(exchange.status) in responses, f"{where}: status not documented"
         response = responses[str(exchange.status)]
         if "content" not in response:
@@ -109,7 +114,8 @@ def assert_documented(document: dict[str, Any], seen: Sequence[Seen]) -> None:
         for name in response.get("headers", {}):
             if name in ("ETag", "Cache-Control", "WWW-Authenticate", "Location"):
                 assert name.lower() in exchange.headers, f"{where}: {name} missing"
-        _check_body(response["content"][content_type]["schema"], exchange.body, where)
+        if exchange.method != "HEAD":
+            _check_body(response["content"][content_type]["schema"], exchange.body, where)
 
 
 def _check_body(schema: dict[str, Any], body: bytes, where: str) -> None:
@@ -436,6 +442,22 @@ async def test_refresh_is_202_and_revalidates_in_the_background() -> None:
             assert "if-none-match" in idp.requests[-1].headers  # conditional, like Registry.refresh()
 
 
+async def test_head_answers_every_get_route_with_its_headers_and_no_body() -> None:
+    """Load balancers check health with HEAD; RFC 9110 §9.3.2 makes it GET without the body."""
+    with anyio.fail_after(10):
+        async with admin_stack() as (idp, reg, c):
+            await register(c, idp)
+            await eventually(lambda: all(s.state is ProviderState.READY for s in reg.statuses()))
+            for path in ("/healthz", "/status", "/openapi.json", BASE + "/status", BASE + "/jwks"):
+                got, head = await c.get(path), await c.head(path)
+                assert (head.status_code, head.content) == (got.status_code, b""), path
+                assert head.headers["content-length"] == str(len(got.content)), path
+                assert head.headers["content-type"] == got.headers["content-type"], path
+            assert (await c.head(BASE + "/jwks")).headers["etag"] == (await c.get(BASE + "/jwks")).headers["etag"]
+            refused = await c.head(BASE + "/refresh")
+            assert (refused.status_code, refused.headers["allow"]) == (405, "POST")
+
+
 async def test_status_routes_and_health() -> None:
     with anyio.fail_after(10):
         async with admin_stack() as (idp, reg, c):
@@ -488,7 +510,7 @@ async def test_unknown_route_is_404_and_wrong_method_405_with_allow() -> None:
             for path in ("/", "/nope", "/status/", "/tenants//providers/idp/jwks", BASE + "/jwks/extra"):
                 assert (await c.get(path)).status_code == 404, path
             wrong = await c.post("/healthz")
-            assert wrong.status_code == 405 and wrong.headers["allow"] == "GET"
+            assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD"
             assert (await c.patch(BASE, headers=ADMIN)).headers["allow"] == "DELETE, PUT"
 
 
