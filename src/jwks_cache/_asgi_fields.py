@@ -64,6 +64,7 @@ REGISTRATION_RULES: Final[dict[str, dict[str, Any]]] = {
     "unknown_kid_cooldown": _number(minimum=0),
     "algorithms": _nullable({"type": "array", "minItems": 1, "items": {"enum": sorted(ASYMMETRIC_ALGORITHMS)}}),
     "max_keys": _integer(minimum=1, maximum=_MAX_KEYS_CAP),
+    "required_claims": {"type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1, "maxLength": 64}},
     "labels": {
         "type": "object",
         "propertyNames": {"minLength": 1, "maxLength": 64},

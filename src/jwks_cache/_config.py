@@ -33,6 +33,7 @@ _HOST_RE: Final = re.compile(
     r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
 )
 _MAX_KEYS_CAP: Final = 10_000
+_MAX_REQUIRED_CLAIMS: Final = 16
 #: Upper bound of every duration: larger values (or inf) only overflow datetime arithmetic later.
 _MAX_SECONDS: Final = 10 * 365 * 86400.0
 _MAX_RETRY_SECONDS: Final = 3600.0
@@ -116,6 +117,8 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
     unknown_kid_cooldown: float = 30.0
     algorithms: tuple[str, ...] | None = None
     audience: str | None = None
+    #: claims verify() requires to be present (e.g. ``("exp",)``: a token without ``exp`` never expires)
+    required_claims: tuple[str, ...] = ()
     max_keys: int = 100
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     labels: dict[str, str] = msgspec.field(default_factory=dict)
@@ -152,6 +155,9 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
             _check(len(self.algorithms) > 0, "algorithms", "must not be empty (use None for the default)", ())
             for alg in self.algorithms:
                 _check(alg in ASYMMETRIC_ALGORITHMS, "algorithms", "entries must be asymmetric JWS algorithms", alg)
+        _check(len(self.required_claims) <= _MAX_REQUIRED_CLAIMS, "required_claims", "at most 16 entries", None)
+        for claim in self.required_claims:
+            _check(0 < len(claim) <= 64, "required_claims", "entries must be 1-64 characters", claim)
         _check(1 <= self.max_keys <= _MAX_KEYS_CAP, "max_keys", f"must be in 1..{_MAX_KEYS_CAP}", self.max_keys)
         for key, value in self.labels.items():
             _check(0 < len(key) <= 64 and len(value) <= 256, "labels", "keys 1-64 chars, values <= 256 chars", key)

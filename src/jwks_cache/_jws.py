@@ -234,6 +234,7 @@ def check_claims(
     leeway: float,
     audience: str | Sequence[str] | None,
     issuer: str | None,
+    required: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Decode the payload and check the registered time, audience and issuer claims (RFC 7519 §4.1).
 
@@ -246,15 +247,19 @@ def check_claims(
         leeway: clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds.
         audience: when given, ``aud`` must contain it (or one of them); a missing ``aud`` fails.
         issuer: when given, ``iss`` must equal it.
+        required: claim names that must be present (the registration's ``required_claims``).
 
     Returns:
         The claims.
 
     Raises:
         TokenError: reason ``malformed_claims``, ``expired``, ``not_yet_valid``, ``issued_in_future``,
-            ``audience_mismatch`` or ``issuer_mismatch``.
+            ``audience_mismatch``, ``issuer_mismatch`` or ``missing_claim``.
     """
     claims = _decode_claims(parsed.payload_segment)
+    for name in required:
+        if name not in claims:  # the name is the registration's, never the token's: safe to quote
+            raise TokenError(f"token lacks the required claim {name!r}", reason="missing_claim")
     exp = _numeric_date(claims, "exp")
     nbf = _numeric_date(claims, "nbf")
     iat = _numeric_date(claims, "iat")

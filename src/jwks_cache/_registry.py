@@ -525,6 +525,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             leeway=leeway,
             audience=expected_aud,
             issuer=issuer if issuer is not None else cfg.issuer,
+            required=cfg.required_claims,
         )
         if expected_aud is None and "aud" in claims:
             raise TokenError("token has an audience but none is expected", reason="audience_mismatch")

@@ -234,3 +234,17 @@ async def test_an_unknown_kid_is_quoted_short_and_escaped_in_the_error() -> None
         message = str(info.value)
         assert "\x1b" not in message and len(message) < 300
         assert "'\\x1b[2Jkkk" in message and message.endswith("...")
+
+
+async def test_a_registration_can_require_claims_such_as_exp() -> None:
+    """A token without exp never expires; a registration may refuse such tokens outright."""
+    async with LocalIdentityProvider() as idp, loopback_registry() as reg:
+        await reg.register(config_for(idp, required_claims=("exp",)))
+        forever = idp.mint({"sub": "alice"})
+        with pytest.raises(TokenError) as info:
+            await reg.verify(forever, tenant=TENANT, provider=PROVIDER)
+        assert info.value.reason == "missing_claim"
+        bounded = idp.mint({"sub": "alice", "exp": int(time.time()) + 60})
+        assert (await reg.verify(bounded, tenant=TENANT, provider=PROVIDER))["sub"] == "alice"
+        await reg.register(config_for(idp))  # the default requires nothing beyond RFC 7519
+        assert (await reg.verify(forever, tenant=TENANT, provider=PROVIDER))["sub"] == "alice"

@@ -41,11 +41,18 @@ RUN_TIMEOUT_S = 120
 # putProvider only: a schema-valid registration may still break a rule JSON Schema cannot state
 # (max_ttl >= min_ttl, https under require_https, hosts inside allowed_domains, a body tenant equal to
 # the path's), and the app answers those with 422 naming the field. Anything else (400, 413, 415)
-# for a schema-valid body is still a failure. Every other check runs as schemathesis ships it.
+# for a schema-valid body is still a failure. getJwks only: a generated registration may name an
+# issuer the local identity provider cannot vouch for (its discovery document names its own issuer),
+# and the provider then has no usable keys: the documented 503 keys-unavailable, not a server bug.
+# Every other check runs as schemathesis ships it.
 SCHEMATHESIS_TOML = """\
 [[operations]]
 include-operation-id = "putProvider"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "422"]
+
+[[operations]]
+include-operation-id = "getJwks"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", 503]
 """
 
 

@@ -46,6 +46,9 @@ BASE: dict[str, Any] = {"tenant": "acme", "provider": "okta", "jwks_url": "https
         ({"algorithms": ("none",)}, "algorithms"),
         ({"algorithms": ()}, "algorithms"),
         ({"max_keys": 0}, "max_keys"),
+        ({"required_claims": ("",)}, "required_claims"),
+        ({"required_claims": ("x" * 65,)}, "required_claims"),
+        ({"required_claims": tuple(f"c{i}" for i in range(17))}, "required_claims"),
     ],
 )
 def test_invalid_provider_value_names_the_field(changes: dict[str, Any], field: str) -> None:

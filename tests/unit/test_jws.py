@@ -396,6 +396,15 @@ def test_missing_claims_fail_only_when_expected() -> None:
     assert reason(token, audience=None) == "issuer_mismatch"
 
 
+def test_required_claims_must_be_present_whatever_their_value() -> None:
+    token = signed({"sub": "alice", "iat": NOW - 10})
+    assert verify(token, audience=None, issuer=None, required=("sub", "iat"))["sub"] == "alice"
+    with pytest.raises(TokenError) as info:
+        verify(token, audience=None, issuer=None, required=("sub", "exp"))
+    assert info.value.reason == "missing_claim"
+    assert str(info.value) == "token lacks the required claim 'exp'"
+
+
 @pytest.mark.parametrize("payload", [b"[]", b"null", b"not json", b"\xff", b"", b"[" * 5000])
 def test_payload_must_be_one_json_object(payload: bytes) -> None:
     assert reason(signed(payload), audience=None, issuer=None) == "malformed_claims"
