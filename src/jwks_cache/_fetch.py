@@ -47,6 +47,16 @@ class FetchResult(msgspec.Struct, frozen=True, kw_only=True):
     received_at: float  # wall clock, for HTTP date arithmetic
 
 
+def transport_rules(transport: GuardedTransport) -> str:
+    """The guarded transport and how it verifies TLS (certificates required, hostnames checked).
+
+    Not the trust anchors themselves: a context loads a CA directory lazily, so its certificate
+    list changes with use and would make every restart look like a change of rules.
+    """
+    context = transport.ssl_context
+    return f"guarded {int(context.verify_mode)} {int(context.check_hostname)}"
+
+
 class Fetcher:
     """Performs single GET attempts for every provider of one Registry."""
 
@@ -67,7 +77,11 @@ class Fetcher:
         self._background = anyio.CapacityLimiter(max(1, max_concurrency // 2))  # = the scheduler's flights
         # our own transport judges addresses and pins before sending; a caller's client gets the
         # DNS pre-check here and the post-response checks only
-        self._guarded = isinstance(getattr(client, "_transport", None), GuardedTransport)
+        transport = getattr(client, "_transport", None)
+        self._guarded = isinstance(transport, GuardedTransport)
+        #: what snapshots record of this transport (see Refresher.rules): keys fetched through a
+        #: caller's client, or under other trust anchors, are not restored by this one
+        self.transport_rules = transport_rules(transport) if isinstance(transport, GuardedTransport) else "caller"
         self._clock = clock
         self.telemetry = telemetry or Telemetry()  # the Registry passes its own; refreshers share it
         self.in_flight = 0  # read by VirtualClock.settle so tests never jump time mid-request

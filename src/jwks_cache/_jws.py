@@ -12,8 +12,9 @@ guessing cost more than the signature) and trusts only what it checks itself:
 
 ``TokenError.reason`` codes: ``token_too_large``, ``malformed``, ``alg_not_allowed``,
 ``crit_unsupported``, ``unsupported_header``, ``malformed_claims``, ``expired``, ``not_yet_valid``,
-``issued_in_future``, ``audience_mismatch``, ``issuer_mismatch``. Messages never quote the token,
-its header values or its claims.
+``issued_in_future``, ``audience_mismatch``, ``issuer_mismatch``, ``missing_claim`` (and
+``bad_signature``, raised by the Registry). Messages never quote the token, its header values or
+its claims.
 """
 
 from __future__ import annotations

@@ -76,16 +76,27 @@ class Refresher:
 
     @property
     def rules(self) -> str:
-        """A digest of every rule a fetched set is judged under: transport policy (https, domains,
-        pins, private networks), redirects, size and key limits.
+        """A digest of every rule a fetched set is judged under: the transport (the registry's own
+        and how it verifies TLS, or a client the caller brought), https, domains, pins, private
+        networks, redirects, size and key limits.
 
         Snapshots carry it, so keys fetched under other rules (a pin since removed, a wider
-        allowlist) are neither restored nor kept by a re-registration: none of those rules can be
-        judged again from the stored document alone.
+        allowlist, a laxer client) are neither restored nor kept by a re-registration: none of
+        those rules can be judged again from the stored document alone. Sets of names are sorted,
+        so a reordered allowlist is the same rule.
         """
         if self._rules is None:
-            cfg = self._config
-            judged = (self._policy, cfg.max_redirects, cfg.max_response_bytes, cfg.max_keys)
+            cfg, policy = self._config, self._policy
+            judged = (
+                self._fetcher.transport_rules,
+                policy.require_https,
+                sorted(set(policy.allowed_domains)),
+                policy.allow_private_networks,
+                sorted(set(policy.pinned_spki)),
+                cfg.max_redirects,
+                cfg.max_response_bytes,
+                cfg.max_keys,
+            )
             self._rules = hashlib.sha256(msgspec.json.encode(judged)).hexdigest()[:32]
         return self._rules
 

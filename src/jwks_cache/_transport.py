@@ -134,8 +134,9 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, *, verify: ssl.SSLContext | None = None, max_connections: int = 100) -> None:
         super().__init__(trust_env=False)
+        self.ssl_context = verify or httpx.create_ssl_context(trust_env=False)  # its trust goes into snapshots
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=verify or httpx.create_ssl_context(trust_env=False),
+            ssl_context=self.ssl_context,
             max_connections=max(100, max_connections),
             max_keepalive_connections=20,
             keepalive_expiry=5.0,

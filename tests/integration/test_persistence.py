@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from tests.helpers import PROVIDER, TENANT, config_for, failed_lookups, loopback_registry
 
@@ -271,3 +272,33 @@ async def test_keys_fetched_under_other_rules_are_never_restored() -> None:
                 await reg.register(config_for(idp, max_redirects=0))
                 assert reg.get_key_nowait(TENANT, PROVIDER, kid).kid == kid
             assert idp.request_count == 2
+
+
+async def test_keys_fetched_through_another_transport_are_not_restored() -> None:
+    """A caller's client is a rule too: the registry's own, guarded transport fetches again."""
+    store = MemoryStore()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp:
+            kid = idp.kids[0]
+            async with httpx.AsyncClient() as client, loopback_registry(store=store, http_client=client) as reg:
+                await reg.register(config_for(idp))
+                await reg.get_key(TENANT, PROVIDER, kid)
+            async with loopback_registry(store=store) as reg:  # the same registration, the guarded transport
+                await reg.register(config_for(idp))
+                with pytest.raises(KeyNotFoundError):
+                    reg.get_key_nowait(TENANT, PROVIDER, kid)
+            assert idp.request_count == 1
+
+
+async def test_a_reordered_allowlist_is_the_same_rule() -> None:
+    store = MemoryStore()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp:
+            kid = idp.kids[0]
+            async with loopback_registry(store=store) as reg:
+                await reg.register(config_for(idp, allowed_domains=("example.com", "127.0.0.1")))
+                await reg.get_key(TENANT, PROVIDER, kid)
+            async with loopback_registry(store=store) as reg:
+                await reg.register(config_for(idp, allowed_domains=("127.0.0.1", "example.com", "127.0.0.1")))
+                assert reg.get_key_nowait(TENANT, PROVIDER, kid).kid == kid
+            assert idp.request_count == 1
