@@ -11,7 +11,7 @@ import httpx
 import pytest
 from tests.helpers import PROVIDER, TENANT, config_for, failed_lookups, loopback_registry
 
-from jwks_cache import FileStore, KeyNotFoundError, MemoryStore, ProviderState, Snapshot
+from jwks_cache import FileStore, KeyNotFoundError, MemoryStore, ProviderConfig, ProviderState, Snapshot
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
 
@@ -250,6 +250,24 @@ async def test_persist_never_lets_a_slow_save_of_an_older_set_land_last() -> Non
             assert tuple(k["kid"] for k in json.loads(stored.body)["keys"]) == newest
 
 
+async def _fetched(store: MemoryStore, idp: LocalIdentityProvider, config: ProviderConfig, **registry: Any) -> None:
+    """A registry's life: register, fetch the first key, leave (which saves its snapshot)."""
+    async with loopback_registry(store=store, **registry) as reg:
+        await reg.register(config)
+        await reg.get_key(TENANT, PROVIDER, idp.kids[0])
+
+
+async def _restored(store: MemoryStore, idp: LocalIdentityProvider, config: ProviderConfig) -> bool:
+    """Whether a restarted registry serves ``config``'s first key from the store, before any fetch."""
+    async with loopback_registry(store=store) as reg:
+        await reg.register(config)
+        try:
+            reg.get_key_nowait(TENANT, PROVIDER, idp.kids[0])
+        except KeyNotFoundError:
+            return False
+        return True
+
+
 async def test_keys_fetched_under_other_rules_are_never_restored() -> None:
     """A pin removed, an allowlist changed: none can be judged again from a stored document."""
     store = MemoryStore()
@@ -263,14 +281,9 @@ async def test_keys_fetched_under_other_rules_are_never_restored() -> None:
                 await reg.register(config_for(idp, allowed_domains=("127.0.0.1",)))  # in process
                 with pytest.raises(KeyNotFoundError):
                     reg.get_key_nowait(TENANT, PROVIDER, kid)
-            async with loopback_registry(store=store) as reg:  # a restart with changed rules
-                await reg.register(config_for(idp, max_redirects=0))
-                with pytest.raises(KeyNotFoundError):
-                    reg.get_key_nowait(TENANT, PROVIDER, kid)
-                await reg.get_key(TENANT, PROVIDER, kid)  # fetched, and saved, under the new rules
-            async with loopback_registry(store=store) as reg:  # a restart with the same rules: restored
-                await reg.register(config_for(idp, max_redirects=0))
-                assert reg.get_key_nowait(TENANT, PROVIDER, kid).kid == kid
+            assert not await _restored(store, idp, config_for(idp, max_redirects=0))  # a restart, other rules
+            await _fetched(store, idp, config_for(idp, max_redirects=0))
+            assert await _restored(store, idp, config_for(idp, max_redirects=0))  # the same rules
             assert idp.request_count == 2
 
 
@@ -278,15 +291,9 @@ async def test_keys_fetched_through_another_transport_are_not_restored() -> None
     """A caller's client is a rule too: the registry's own, guarded transport fetches again."""
     store = MemoryStore()
     with anyio.fail_after(10):
-        async with LocalIdentityProvider() as idp:
-            kid = idp.kids[0]
-            async with httpx.AsyncClient() as client, loopback_registry(store=store, http_client=client) as reg:
-                await reg.register(config_for(idp))
-                await reg.get_key(TENANT, PROVIDER, kid)
-            async with loopback_registry(store=store) as reg:  # the same registration, the guarded transport
-                await reg.register(config_for(idp))
-                with pytest.raises(KeyNotFoundError):
-                    reg.get_key_nowait(TENANT, PROVIDER, kid)
+        async with LocalIdentityProvider() as idp, httpx.AsyncClient() as client:
+            await _fetched(store, idp, config_for(idp), http_client=client)
+            assert not await _restored(store, idp, config_for(idp))
             assert idp.request_count == 1
 
 
@@ -294,11 +301,6 @@ async def test_a_reordered_allowlist_is_the_same_rule() -> None:
     store = MemoryStore()
     with anyio.fail_after(10):
         async with LocalIdentityProvider() as idp:
-            kid = idp.kids[0]
-            async with loopback_registry(store=store) as reg:
-                await reg.register(config_for(idp, allowed_domains=("example.com", "127.0.0.1")))
-                await reg.get_key(TENANT, PROVIDER, kid)
-            async with loopback_registry(store=store) as reg:
-                await reg.register(config_for(idp, allowed_domains=("127.0.0.1", "example.com", "127.0.0.1")))
-                assert reg.get_key_nowait(TENANT, PROVIDER, kid).kid == kid
+            await _fetched(store, idp, config_for(idp, allowed_domains=("example.com", "127.0.0.1")))
+            assert await _restored(store, idp, config_for(idp, allowed_domains=("127.0.0.1", "example.com")))
             assert idp.request_count == 1
