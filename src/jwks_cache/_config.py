@@ -15,7 +15,7 @@ import msgspec
 
 from ._errors import ConfigError
 
-__all__ = ["ASYMMETRIC_ALGORITHMS", "ProviderConfig", "RetryPolicy", "decode_config"]
+__all__ = ["ASYMMETRIC_ALGORITHMS", "MAX_SECONDS", "ProviderConfig", "RetryPolicy", "decode_config"]
 
 #: JWS algorithms verify() may ever accept; ``none`` and HS* are absent on purpose (RFC 8725 §3.1).
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
@@ -35,7 +35,7 @@ _HOST_RE: Final = re.compile(
 _MAX_KEYS_CAP: Final = 10_000
 _MAX_REQUIRED_CLAIMS: Final = 16
 #: Upper bound of every duration: larger values (or inf) only overflow datetime arithmetic later.
-_MAX_SECONDS: Final = 10 * 365 * 86400.0
+MAX_SECONDS: Final = 10 * 365 * 86400.0  # any duration's bound (configuration, leases)
 _MAX_RETRY_SECONDS: Final = 3600.0
 
 
@@ -168,7 +168,7 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
             "negative_cache_ttl", "prefetch_jitter", "unknown_kid_cooldown",
         ):  # fmt: skip
             value = getattr(self, name)
-            _check(value <= _MAX_SECONDS, name, f"must be <= {_MAX_SECONDS:g} (ten years)", value)
+            _check(value <= MAX_SECONDS, name, f"must be <= {MAX_SECONDS:g} (ten years)", value)
         _check(self.min_ttl >= 30, "min_ttl", "must be >= 30", self.min_ttl)
         _check(self.max_ttl >= self.min_ttl, "max_ttl", "must be >= min_ttl", self.max_ttl)
         _check(

@@ -25,6 +25,7 @@ import anyio.abc
 import anyio.lowlevel
 
 from .._clock import SystemClock
+from .._config import MAX_SECONDS
 from .._errors import ConfigError, StoreError
 from .._models import Snapshot
 from . import _codec
@@ -43,7 +44,6 @@ log = logging.getLogger("jwks_cache")
 SNAPSHOT_GRACE: Final = 86_400.0  # seconds
 _MIN_SNAPSHOT_TTL: Final = 60.0  # seconds
 _MAX_SNAPSHOT_TTL: Final = 30 * 86_400.0  # seconds; bounds what an absurd expires_at can pin
-_MAX_LEASE_TTL: Final = 10 * 365 * 86_400.0  # seconds; the configuration's bound on any duration
 _SCAN_BATCH: Final = 500  # keys per SCAN and per pipelined GET batch
 _LISTEN_MIN_BACKOFF: Final = 0.05  # seconds; doubled per failed attempt, jittered down to half
 _LISTEN_MAX_BACKOFF: Final = 5.0  # seconds; bounds how late a fleet hears that Redis is back
@@ -294,8 +294,8 @@ class RedisStore(ClosesOnExit):
         Raises:
             StoreError: ``ttl`` is not a finite number of seconds in (0, ten years], or Redis failed.
         """
-        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= _MAX_LEASE_TTL:
-            raise StoreError(f"lease ttl must be > 0 and <= {_MAX_LEASE_TTL:g} seconds (got {ttl!r})")
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_SECONDS:
+            raise StoreError(f"lease ttl must be > 0 and <= {MAX_SECONDS:g} seconds (got {ttl!r})")
         key, token, ttl_ms = self.lease_key(tenant, provider, purpose), secrets.token_hex(16), max(1, int(ttl * 1000))
         acquired = await self._call("SET NX", lambda: self._set_nx(key, token, ttl_ms))
         return token if acquired else None
