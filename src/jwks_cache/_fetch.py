@@ -80,7 +80,7 @@ class Fetcher:
         transport = getattr(client, "_transport", None)
         self._guarded = isinstance(transport, GuardedTransport)
         #: what snapshots record of this transport (see Refresher.rules): keys fetched through a
-        #: caller's client, or under other trust anchors, are not restored by this one
+        #: caller's client, or with other TLS verification, are not restored by this one
         self.transport_rules = transport_rules(transport) if isinstance(transport, GuardedTransport) else "caller"
         self._clock = clock
         self.telemetry = telemetry or Telemetry()  # the Registry passes its own; refreshers share it
@@ -255,8 +255,7 @@ async def _read_capped(response: httpx.Response, url: str, max_bytes: int) -> by
                 )
             data = chunk
             while data:
-                if inflater.eof:
-                    raise FetchError(f"GET {url}: corrupt {encoding} body: data after its end", url=url)
+                # past the stream's end zlib moves the input to unused_data, refused below;
                 # max_length >= 1 here, so a non-empty unconsumed_tail means output was produced
                 out = inflater.decompress(data, max_bytes + 1 - len(body))
                 data = inflater.unconsumed_tail
