@@ -51,6 +51,9 @@ class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     #: refreshes answered 304 Not Modified (counted in ``refreshes`` too)
     revalidations: int = 0
+    #: the class of ``last_error``, always one of jwks-cache's own (``"InvalidJwksError"``,
+    #: ``"SecurityError"``, ``"FetchError"``, ...): what an alert can match without parsing messages
+    last_error_type: str | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -8,13 +8,15 @@ one provider cannot overtake each other, and the exit flush is bounded.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
 
+from ._boundary import as_library_error
 from ._clock import Clock, fail_at
-from ._errors import InvalidJwksError, SecurityError, StoreError
+from ._errors import StoreError
 from ._freshness import usable_validators
 from ._models import Snapshot
 from ._published import Published
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = ["Persistence"]
 
 log = logging.getLogger("jwks_cache")
+
+_T = TypeVar("_T")
 
 
 class Persistence:
@@ -80,8 +84,9 @@ class Persistence:
             if snapshot.jwks_url != cfg.jwks_url:  # the configured URL was judged at registration
                 check_url(snapshot.jwks_url, provider.refresher.policy)
             table = provider.refresher.tables.parse(snapshot.body, url=snapshot.jwks_url, max_keys=cfg.max_keys)
-        except (InvalidJwksError, SecurityError) as exc:
-            self._failed(f"ignoring stored snapshot of {cfg.tenant}/{cfg.provider}: {exc}")
+        except Exception as exc:  # stored bytes are untrusted input: whatever they break, they are refused
+            error = as_library_error(exc, "stored snapshot")
+            self._failed(f"ignoring stored snapshot of {cfg.tenant}/{cfg.provider}: {error}", cause=exc)
             return None
         # a store is trusted with bytes, not with policy: the lifetime is clamped as a live fetch's
         # would be, a fetch time ahead of our clock (another host's, or a forged one) counts as now,
@@ -105,7 +110,7 @@ class Persistence:
     async def load(self, provider: Provider) -> Published | None:
         cfg = provider.config
         try:
-            snapshot = await self.store.load(cfg.tenant, cfg.provider)
+            snapshot = await self._call("load", self.store.load, cfg.tenant, cfg.provider)
         except StoreError as exc:
             self._failed(f"cannot load snapshot of {cfg.tenant}/{cfg.provider}: {exc}")
             return None
@@ -113,7 +118,7 @@ class Persistence:
 
     async def load_all(self) -> dict[tuple[str, str], Snapshot]:
         try:
-            return {(s.tenant, s.provider): s for s in await self.store.load_all()}
+            return {(s.tenant, s.provider): s for s in await self._call("load_all", self.store.load_all)}
         except StoreError as exc:
             self._failed(f"cannot restore snapshots: {exc}")
             return {}
@@ -153,7 +158,7 @@ class Persistence:
 
     async def save(self, snapshot: Snapshot) -> None:
         try:
-            await self.store.save(snapshot)
+            await self._call("save", self.store.save, snapshot)
             self.saves += 1
         except StoreError as exc:
             self._failed(f"cannot save snapshot of {snapshot.tenant}/{snapshot.provider}: {exc}")
@@ -165,13 +170,27 @@ class Persistence:
 
     async def _delete_stored(self, tenant: str, provider: str) -> None:
         try:
-            await self.store.delete(tenant, provider)
+            await self._call("delete", self.store.delete, tenant, provider)
         except StoreError as exc:
             self._failed(f"cannot delete snapshot of {tenant}/{provider}: {exc}")
 
-    def _failed(self, message: str) -> None:
+    async def _call(self, what: str, operation: Callable[..., Awaitable[_T]], *args: Any, **kwargs: Any) -> _T:
+        """One store call, whose every failure is a StoreError.
+
+        A store may be the caller's own code, or a client whose errors arrive wrapped in exception
+        groups; whatever it raises, lookups carry on with what is in memory, so it is recorded here
+        as a store failure instead of reaching the Registry's task group.
+        """
+        try:
+            return await operation(*args, **kwargs)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"{what}: {as_library_error(exc, repr(self.store))}") from exc
+
+    def _failed(self, message: str, *, cause: BaseException | None = None) -> None:
         self.errors += 1
-        log.warning("jwks-cache: store: %s", message)
+        log.warning("jwks-cache: store: %s", message, exc_info=cause)
 
     # -- fleet mode -----------------------------------------------------------------------------------
 
@@ -197,7 +216,9 @@ class Persistence:
         # of the Redis round trips below, and must not be missed
         before, notice = provider.published, provider.notice
         try:
-            token = await store.acquire_lease(cfg.tenant, cfg.provider, ttl, purpose=purpose)
+            token = await self._call(
+                "acquire_lease", store.acquire_lease, cfg.tenant, cfg.provider, ttl, purpose=purpose
+            )
         except StoreError as exc:
             self._failed(f"lease for {cfg.tenant}/{cfg.provider} unavailable, fetching locally: {exc}")
             return None
@@ -242,7 +263,8 @@ class Persistence:
         if snapshot is None:
             return
         try:
-            await self.store.publish(snapshot)  # type: ignore[attr-defined]
+            store: Any = self.store
+            await self._call("publish", store.publish, snapshot)
             self.saves += 1
         except StoreError as exc:
             self._failed(f"cannot publish snapshot of {snapshot.tenant}/{snapshot.provider}: {exc}")
@@ -253,6 +275,7 @@ class Persistence:
             return
         cfg = provider.config
         try:
-            await self.store.release_lease(cfg.tenant, cfg.provider, token)  # type: ignore[attr-defined]
+            store: Any = self.store
+            await self._call("release_lease", store.release_lease, cfg.tenant, cfg.provider, token)
         except StoreError as exc:
             self._failed(f"cannot release lease of {cfg.tenant}/{cfg.provider}: {exc}")

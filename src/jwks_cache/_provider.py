@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
+from ._boundary import as_library_error
 from ._clock import Clock, fail_at, move_on_at
 from ._config import ProviderConfig
 from ._errors import FetchError, JwksCacheError, KeyNotFoundError, SecurityError
@@ -207,7 +208,9 @@ class Provider:
         deadline = self._clock.monotonic() + self._flight_budget()
         flight = self.flight = _Flight(deadline, conditional, background)
         try:
-            self._host.spawn(self._fly, flight, name=f"jwks-cache fetch {self.config.tenant}/{self.config.provider}")
+            self._host.spawn(
+                self._fly, flight, name=f"jwks-cache fetch {self._name}", on_failure=self._record_task_failure
+            )
         except BaseException:
             self.flight = None  # a closing registry refused it: leave no flight that nobody runs
             raise
@@ -220,23 +223,26 @@ class Provider:
         return rounds * self.config.retry.deadline + _WAIT_MARGIN
 
     async def _fly(self, flight: _Flight) -> None:
-        fetched: Published | None = None
-        with anyio.CancelScope() as scope:
-            self._flight_scope = scope
-            if self.closed:
-                scope.cancel()  # closed between start_soon and now
-            fetched = await self._fly_in_scope(flight)
-        if self._flight_scope is scope:  # a later flight may have started once our waiters were released
-            self._flight_scope = None
-        if self._host.fleet is not None and not self.closed:
-            with anyio.CancelScope() as follow_up:
-                self._follow_up_scope = follow_up
-                await self._fleet_follow_up(fetched, failed=flight.error is not None)
-            if self._follow_up_scope is follow_up:
-                self._follow_up_scope = None
-        # the scheduler consumed our wake-up to start this flight (or we moved it), and a
-        # background flight frees one of its slots
-        self._host.scheduler.landed(self, flight.background)
+        try:
+            fetched: Published | None = None
+            with anyio.CancelScope() as scope:
+                self._flight_scope = scope
+                if self.closed:
+                    scope.cancel()  # closed between start_soon and now
+                fetched = await self._fly_in_scope(flight)
+            if self._flight_scope is scope:  # a later flight may have started once our waiters were released
+                self._flight_scope = None
+            if self._host.fleet is not None and not self.closed:
+                with anyio.CancelScope() as follow_up:
+                    self._follow_up_scope = follow_up
+                    await self._fleet_follow_up(fetched, failed=flight.error is not None)
+                if self._follow_up_scope is follow_up:
+                    self._follow_up_scope = None
+        finally:
+            # the scheduler consumed our wake-up to start this flight (or we moved it), and a
+            # background flight frees one of its slots: even when the follow-up failed, or the
+            # provider would never be woken again and the slot would be lost for good
+            self._host.scheduler.landed(self, flight.background)
 
     async def _fly_in_scope(self, flight: _Flight) -> Published | None:
         """Run the flight and release its waiters; returns a set fetched upstream (fleet mode shares it)."""
@@ -251,9 +257,10 @@ class Provider:
                 raise FetchError(
                     f"{self._name}: the key set fetch overran its deadline", url=self.refresher.jwks_url
                 ) from None
-        except (FetchError, SecurityError) as exc:
-            self._record_failure(exc)
-            flight.error = exc
+        except Exception as exc:  # any failure of this flight is this provider's alone (see _boundary)
+            error = as_library_error(exc, f"{self._name}: refresh", url=self.refresher.jwks_url)
+            self._record_failure(error, unexpected=exc if error is not exc else None)
+            flight.error = error
         else:
             if isinstance(outcome, Published):
                 self._record_success(outcome)
@@ -348,14 +355,22 @@ class Provider:
         )
         return published.fetched_at + delay
 
-    def _record_failure(self, exc: JwksCacheError) -> None:
+    def _record_failure(self, exc: JwksCacheError, *, unexpected: Exception | None = None) -> None:
+        """``unexpected``: the exception ``exc`` was made from, when it was none of ours (its
+        traceback goes into the log line: that is a bug or an input no check anticipated)."""
         self.refresh_errors += 1
         self.error_count += 1
         self.last_error = exc
         now = self._clock.monotonic()
         self.last_failure_at = now
-        log_refresh_failed(self.config, exc)
+        log_refresh_failed(self.config, exc, exc_info=unexpected)
         self._reschedule(now + failure_delay(self.error_count, min_ttl=self.config.min_ttl, rng=self._host.rng))
+
+    def _record_task_failure(self, error: JwksCacheError) -> None:
+        """A flight task failed outside the fetch (sharing the set with the fleet, say): the keys
+        stay as they are, the failure shows in status, and the scheduler has already woken us."""
+        self.error_count += 1
+        self.last_error = error
 
     async def wait(self, flight: _Flight) -> None:
         """Wait for a flight, which ends by its deadline; cancelling the caller cancels nothing shared."""

@@ -16,6 +16,7 @@ import httpx
 import msgspec
 from anyio.abc import TaskGroup
 
+from ._boundary import run_once, run_supervised
 from ._clock import Clock, SystemClock
 from ._config import ProviderConfig
 from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError, TokenError
@@ -128,6 +129,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._tables = TableCache()  # identical key sets share one parsed table
         self._header_cache: HeaderCache = {}  # vetted JWS headers by their base64url text
         self._restored: dict[tuple[str, str], Snapshot] = {}
+        self._loop_failures = 0  # failures of the scheduler, persister and fleet listener (each restarted)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -147,10 +149,10 @@ class Registry(anyio.AsyncContextManagerMixin):
             attach(fetcher.busy)
         try:
             async with _unwrap_single(), self._store_context(), anyio.create_task_group() as tg:
-                await tg.start(self._scheduler.run, name="jwks-cache scheduler")
-                await self._start_persistence(tg)
-                self._tg = tg  # only now: registrations need to know whether the store is shared
-                self._provider_host = self._make_host()
+                self._tg = tg
+                await self._start_supervised("scheduler", self._scheduler.run)
+                await self._start_persistence()
+                self._provider_host = self._make_host()  # only now: whether the store is shared is known
                 try:
                     yield self
                 finally:
@@ -181,14 +183,24 @@ class Registry(anyio.AsyncContextManagerMixin):
         async with self._store:
             yield
 
-    async def _start_persistence(self, tg: TaskGroup) -> None:
+    async def _start_persistence(self) -> None:
         if self._store is None:
             return
         self._persistence = persistence = Persistence(self._store, self._clock)
         self._restored = await persistence.load_all()
-        await tg.start(persistence.run, name="jwks-cache persister")
+        await self._start_supervised("persister", persistence.run)
         if persistence.shared and isinstance(self._store, SharedStore):
-            await tg.start(self._store.listen, self._on_notice, name="jwks-cache fleet listener")
+            await self._start_supervised("fleet listener", self._store.listen, self._on_notice)
+
+    async def _start_supervised(self, job_name: str, job: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Start one of the registry's own loops behind the failure boundary (see ``_boundary``)."""
+        assert self._tg is not None
+        name = f"jwks-cache {job_name}"
+        await self._tg.start(run_supervised, name, self._clock, self._loop_failed, job, *args, name=name)
+
+    def _loop_failed(self, error: JwksCacheError) -> None:
+        """One of the registry's own loops failed (it is restarted); counted for status."""
+        self._loop_failures += 1
 
     async def _on_notice(self, tenant: str, provider: str) -> None:
         found = self._providers.get((tenant, provider))
@@ -241,10 +253,13 @@ class Registry(anyio.AsyncContextManagerMixin):
             fleet=persistence if persistence is not None and persistence.shared else None,
         )
 
-    def _spawn_flight(self, func: Any, *args: Any, name: str) -> None:
-        """Start a fetch in the registry's group; during shutdown that is RegistryClosedError, not RuntimeError."""
+    def _spawn_flight(
+        self, func: Callable[..., Awaitable[Any]], *args: Any, name: str, on_failure: Callable[[JwksCacheError], None]
+    ) -> None:
+        """Start a fetch in the registry's group, behind the failure boundary (a failure is
+        ``on_failure``'s, that provider's, alone); during shutdown that is RegistryClosedError."""
         tg = self._check_open()
-        tg.start_soon(func, *args, name=name)
+        tg.start_soon(run_once, name, on_failure, func, *args, name=name)
 
     def _closed_error(self) -> JwksCacheError:
         return RegistryClosedError("the Registry is closed")

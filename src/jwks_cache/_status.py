@@ -62,4 +62,5 @@ def provider_status(provider: Provider, clock: Clock) -> ProviderStatus:
         refresh_errors=provider.refresh_errors,
         labels=dict(cfg.labels),
         revalidations=provider.not_modified,
+        last_error_type=type(provider.last_error).__name__ if provider.last_error is not None else None,
     )

@@ -312,13 +312,32 @@ def _error_type(exc: BaseException) -> str:
 # Never key material, tokens or claims: kids, reasons, URLs and error messages only.
 
 
-def _log(level: int, config: ProviderConfig, event: str, message: str, *args: object, **fields: object) -> None:
+def _log(
+    level: int,
+    config: ProviderConfig,
+    event: str,
+    message: str,
+    *args: object,
+    exc_info: BaseException | None = None,
+    **fields: object,
+) -> None:
     extra = {"event": event, "tenant": config.tenant, "provider": config.provider, **fields}
-    log.log(level, "jwks-cache %s/%s: " + message, config.tenant, config.provider, *args, extra=extra)
+    log.log(
+        level, "jwks-cache %s/%s: " + message, config.tenant, config.provider, *args, extra=extra, exc_info=exc_info
+    )
 
 
-def log_refresh_failed(config: ProviderConfig, error: BaseException) -> None:
-    _log(logging.WARNING, config, "refresh_failed", "refresh failed: %s", error, error_type=_error_type(error))
+def log_refresh_failed(config: ProviderConfig, error: BaseException, *, exc_info: BaseException | None = None) -> None:
+    """``exc_info``: an unexpected exception behind ``error``, whose traceback the line carries."""
+    _log(
+        logging.WARNING,
+        config,
+        "refresh_failed",
+        "refresh failed: %s",
+        error,
+        exc_info=exc_info,
+        error_type=_error_type(exc_info or error),
+    )
 
 
 def log_stale_started(config: ProviderConfig, *, expired_for: float, error: BaseException | None) -> None:
@@ -337,5 +356,17 @@ def log_skipped_keys(config: ProviderConfig, url: str, skipped: Sequence[Skipped
     for key in skipped:
         kid = None if key.kid is None else key.kid[:_KID_SHOWN]
         message = "skipped key [%d] kid=%r from %s: %s"
-        fields = {"kid": kid, "key_index": key.index, "reason": key.reason, "jwks_url": url}
-        _log(logging.INFO, config, "key_skipped", message, key.index, kid, url, key.reason, **fields)
+        _log(
+            logging.INFO,
+            config,
+            "key_skipped",
+            message,
+            key.index,
+            kid,
+            url,
+            key.reason,
+            kid=kid,
+            key_index=key.index,
+            reason=key.reason,
+            jwks_url=url,
+        )

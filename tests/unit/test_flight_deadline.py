@@ -13,6 +13,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from jwks_cache import FetchError, ProviderConfig, RegistryClosedError, RetryPolicy
+from jwks_cache._boundary import run_once
 from jwks_cache._jose import parse_jwks
 from jwks_cache._provider import Provider, ProviderHost
 from jwks_cache._published import Published
@@ -25,8 +26,8 @@ RETRY = RetryPolicy(max_retries=0, attempt_timeout=1.0, deadline=2.0)
 def _provider(tg: TaskGroup, clock: VirtualClock, refresher: Any, fleet: Any = None) -> Provider:
     """A provider run by ``tg`` as a Registry would run it, with stand-ins for its refresher and store."""
 
-    def spawn(func: Any, *args: Any, name: str) -> None:
-        tg.start_soon(func, *args, name=name)
+    def spawn(func: Any, *args: Any, name: str, on_failure: Any) -> None:
+        tg.start_soon(run_once, name, on_failure, func, *args, name=name)
 
     host = ProviderHost(
         clock=clock,
