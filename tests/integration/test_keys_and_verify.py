@@ -68,9 +68,9 @@ async def test_hostile_keys_are_skipped_and_good_ones_served() -> None:
                     await reg.get_key(TENANT, PROVIDER, kid)
 
 
-#: (crv, small-order public key, a signature that verifies every message under it without the
-#: cofactor check): the Ed25519 identity with R = identity, S = 0; an order-4 Ed448 point (y = 0)
-#: with R = A, S = 0, which OpenSSL's cofactored Ed448 verification accepts
+#: (crv, small-order public key, a signature OpenSSL accepts for every message under it): the
+#: Ed25519 identity with R = identity, S = 0 (verified without the cofactor); an order-4 Ed448
+#: point (y = 0) with R = A, S = 0 (verified with the cofactor, which wipes both out)
 _FORGEABLE = [
     pytest.param("Ed25519", b"\x01" + bytes(31), b"\x01" + bytes(31) + bytes(32), id="ed25519-identity"),
     pytest.param("Ed448", bytes(57), bytes(57) + bytes(57), id="ed448-order-4"),
@@ -99,6 +99,7 @@ async def test_tokens_forged_under_a_small_order_key_are_refused_and_good_keys_s
                 token = idp.mint({"sub": "alice"}, kid=kid)
                 assert (await reg.verify(token, tenant=TENANT, provider=PROVIDER))["sub"] == "alice"
             assert sorted(k.kid for k in (await reg.resolve(TENANT, PROVIDER)).keys) == sorted(idp.kids)
+            assert idp.request_count == 2  # the first fetch and the one unknown-kid refresh the cooldown allows
 
 
 @pytest.mark.parametrize(
