@@ -17,7 +17,7 @@ import json
 import re
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 import msgspec
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -478,6 +478,8 @@ def _parse_key(index: int, raw: object, kid_counts: Mapping[str, int], body: byt
             # curve points must be checked on the curve, which only making the key does; these
             # objects are small, and this one is dropped: the served one is made on first use
             _public_key(kty, crv, material)
+            if kty == "OKP":
+                _check_edwards_point(crv or "", material["x"])
         if not _JOSERFC_CHECKED.isdisjoint(raw):  # the rest we judged above, more strictly
             members = _for_joserfc(_public_members(raw, kty, crv))
             _JOSE_TYPES[kty].validate_dict_key(members)  # type: ignore[attr-defined]
@@ -534,6 +536,55 @@ def _public_key(kty: str, crv: str | None, material: Mapping[str, bytes]) -> obj
     if crv == "Ed25519":
         return ed25519.Ed25519PublicKey.from_public_bytes(material["x"])
     return ed448.Ed448PublicKey.from_public_bytes(material["x"])
+
+
+class _Edwards(NamedTuple):
+    """What key hygiene needs of an EdDSA curve (RFC 8032 §5.1, §5.2)."""
+
+    p: int  # the field prime: an encoded y must be below it
+    #: y of the points whose order divides the cofactor; each stands for both signs of x
+    small_order_y: frozenset[int]
+
+
+_P25519: Final = 2**255 - 19
+_P448: Final = 2**448 - 2**224 - 1
+#: y of two of Ed25519's four points of order 8 (the other two have p - y); libsodium's blocklist
+_Y8_25519: Final = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+_EDWARDS: Final[dict[str, _Edwards]] = {
+    # the 8-torsion is cyclic: identity (y = 1), order 2 (y = -1), order 4 (y = 0), order 8 (y = ±y8)
+    "Ed25519": _Edwards(_P25519, frozenset({1, _P25519 - 1, 0, _Y8_25519, _P25519 - _Y8_25519})),
+    # the 4-torsion is cyclic: identity (y = 1), order 2 (y = -1), order 4 (y = 0, x = ±1)
+    "Ed448": _Edwards(_P448, frozenset({1, _P448 - 1, 0})),
+}
+
+
+def _check_edwards_point(crv: str, encoded: bytes) -> None:
+    """Refuse an EdDSA public key of small order, or one not canonically encoded.
+
+    A key of small order lets anyone sign. cryptography (OpenSSL) verifies Ed25519 without the
+    cofactor: with the identity as key, R = identity and S = 0 verify every message, and with the
+    other small-order keys a half, a quarter or an eighth of messages, which a forger reaches by
+    varying a claim. It verifies Ed448 with the cofactor, so R = A and S = 0 verify every message
+    under an order-4 key. An honest key is a multiple of the base point and never of small order:
+    only a mistake or an attacker publishes one.
+
+    A non-canonical encoding (y ≥ p, or for Ed448 a set unused bit in the last byte) is never what
+    a signer produces, it is how small-order points slip past byte-wise blocklists (y = p + 1 is
+    the identity again), and it gives one key two spellings. The small-order points are known by y
+    alone, whatever the sign bit says, so the check is two integer comparisons, cheap enough for
+    the thousands of keys a snapshot restore parses.
+
+    Not refused: keys not on the curve (no signature verifies under them) and keys of large but
+    not prime order (an honest key plus a small-order point), whose check costs a scalar
+    multiplication and which still need their private half to sign.
+    """
+    curve = _EDWARDS[crv]
+    # the top bit is the sign of x; for Ed448 the seven bits below it stay in y and make it >= p
+    y = int.from_bytes(encoded, "little") & ~(1 << (8 * len(encoded) - 1))
+    if y >= curve.p:
+        raise _Skip(f"x is not the canonical encoding of an {crv} point")
+    if y in curve.small_order_y:
+        raise _Skip(f"x is a small-order {crv} point")
 
 
 def _check_usage(raw: Mapping[str, Any]) -> None:

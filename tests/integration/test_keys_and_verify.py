@@ -68,6 +68,40 @@ async def test_hostile_keys_are_skipped_and_good_ones_served() -> None:
                     await reg.get_key(TENANT, PROVIDER, kid)
 
 
+#: (crv, small-order public key, a signature OpenSSL accepts for every message under it): the
+#: Ed25519 identity with R = identity, S = 0 (verified without the cofactor); an order-4 Ed448
+#: point (y = 0) with R = A, S = 0 (verified with the cofactor, which wipes both out)
+_FORGEABLE = [
+    pytest.param("Ed25519", b"\x01" + bytes(31), b"\x01" + bytes(31) + bytes(32), id="ed25519-identity"),
+    pytest.param("Ed448", bytes(57), bytes(57) + bytes(57), id="ed448-order-4"),
+]
+
+
+@pytest.mark.parametrize(("crv", "x", "signature"), _FORGEABLE)
+async def test_tokens_forged_under_a_small_order_key_are_refused_and_good_keys_still_verify(
+    crv: str, x: bytes, signature: bytes
+) -> None:
+    with anyio.fail_after(10), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joserfc deprecates the "EdDSA" name when minting
+        async with LocalIdentityProvider(alg="EdDSA") as idp, loopback_registry() as reg:
+            small = {"kty": "OKP", "crv": crv, "x": _b64(x), "kid": "small-order", "alg": "EdDSA", "use": "sig"}
+            idp.set_body(json.dumps({"keys": [small, *idp.jwks["keys"]]}).encode())
+            await reg.register(config_for(idp, unknown_kid_cooldown=3600.0))
+            claims = {"sub": "mallory", "exp": int(time.time()) + 60}
+            with pytest.raises(KeyNotFoundError, match="small-order"):  # skipped: as if never published
+                await reg.verify(
+                    _forge({"alg": "EdDSA", "kid": "small-order"}, claims, signature), tenant=TENANT, provider=PROVIDER
+                )
+            with pytest.raises(TokenError) as info:  # without a kid every fitting key is tried
+                await reg.verify(_forge({"alg": "EdDSA"}, claims, signature), tenant=TENANT, provider=PROVIDER)
+            assert info.value.reason == "bad_signature"
+            for kid in idp.kids:
+                token = idp.mint({"sub": "alice"}, kid=kid)
+                assert (await reg.verify(token, tenant=TENANT, provider=PROVIDER))["sub"] == "alice"
+            assert sorted(k.kid for k in (await reg.resolve(TENANT, PROVIDER)).keys) == sorted(idp.kids)
+            assert idp.request_count == 2  # the first fetch and the one unknown-kid refresh the cooldown allows
+
+
 @pytest.mark.parametrize(
     "body",
     [b'{"keys": []}', b'{"keys": [{"kty": "oct", "k": "c2VjcmV0c2VjcmV0"}]}', b'{"keys": {}}', b"[]", b"{"],

@@ -12,9 +12,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
+from tests import eddsa_vectors as vectors
 
 from jwks_cache._errors import FetchError, InvalidJwksError
 from jwks_cache._jose import ALLOWED_DEFAULT, KeyTable, key_fits_alg, parse_jwks
+from jwks_cache._jws import parse_jws, verify_signature
 
 URL = "https://idp.example/jwks"
 
@@ -179,6 +181,7 @@ def test_unknown_kty_is_skipped_beside_good_keys() -> None:
         ({"kty": "EC", "crv": "secp256k1", "x": "AA", "y": "AA"}, 'unsupported EC crv "secp256k1"'),
         ({"kty": "EC", "crv": "P-192", "x": "AA", "y": "AA"}, 'unsupported EC crv "P-192"'),
         ({"kty": "OKP", "crv": "X25519", "x": "AA"}, 'unsupported OKP crv "X25519"'),
+        ({"kty": "OKP", "crv": "X448", "x": "AA", "use": "sig"}, 'unsupported OKP crv "X448"'),
         ({"kty": "OKP", "x": "AA"}, "unsupported OKP crv null"),
         ({"n": "AQAB", "e": "AQAB"}, "unsupported kty null"),
         ({"kty": ["RSA"], "n": "AQAB", "e": "AQAB"}, "unsupported kty list"),  # unhashable: found by fuzzing
@@ -234,6 +237,88 @@ def test_point_not_on_curve_is_skipped() -> None:
 
 def test_wrong_length_okp_key_is_skipped() -> None:
     assert skip_reason({"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}).startswith("invalid OKP key")
+
+
+def okp(crv: str, x_hex: str, **members: Any) -> dict[str, Any]:
+    x = base64.urlsafe_b64encode(bytes.fromhex(x_hex)).rstrip(b"=").decode()
+    return {"kty": "OKP", "crv": crv, "x": x, **members}
+
+
+SMALL_ORDER = "x is a small-order {} point"
+NON_CANONICAL = "x is not the canonical encoding of an {} point"
+
+
+@pytest.mark.parametrize(
+    ("crv", "x_hex", "reason"),
+    [
+        *(("Ed25519", x, SMALL_ORDER) for x in vectors.ED25519_SMALL_ORDER),
+        *(("Ed25519", x, NON_CANONICAL) for x in vectors.ED25519_NON_CANONICAL),
+        *(("Ed448", x, SMALL_ORDER) for x in vectors.ED448_SMALL_ORDER),
+        *(("Ed448", x, NON_CANONICAL) for x in vectors.ED448_NON_CANONICAL),
+    ],
+    ids=lambda value: value[:16] if isinstance(value, str) and len(value) > 16 else None,
+)
+def test_small_order_and_non_canonical_eddsa_keys_are_skipped(crv: str, x_hex: str, reason: str) -> None:
+    """Under a small-order key anyone signs (R = identity, S = 0), so such a key is never served."""
+    for alg in (None, "EdDSA"):
+        jwk = okp(crv, x_hex, kid="forgeable", **({"alg": alg} if alg else {}))
+        assert skip_reason(jwk) == reason.format(crv)
+
+
+@pytest.mark.parametrize(
+    ("crv", "x_hex"),
+    [
+        ("Ed25519", vectors.RFC8032_TEST1),
+        ("Ed25519", vectors.WYCHEPROOF_ED25519),
+        ("Ed448", vectors.RFC8032_ED448_BLANK),
+        ("Ed448", vectors.WYCHEPROOF_ED448),
+    ],
+)
+def test_published_eddsa_test_keys_are_served(crv: str, x_hex: str) -> None:
+    table = parse(okp(crv, x_hex, kid="k"))
+    assert table.key_ids == ("k",)
+    assert table.skipped == ()
+
+
+@pytest.mark.parametrize(
+    ("crv", "x_hex", "signature_hex"),
+    [
+        ("Ed25519", vectors.WYCHEPROOF_ED25519, vectors.WYCHEPROOF_ED25519_TC1_SIG),
+        ("Ed448", vectors.WYCHEPROOF_ED448, vectors.WYCHEPROOF_ED448_TC1_SIG),
+    ],
+)
+def test_served_wycheproof_keys_verify_their_valid_signature(crv: str, x_hex: str, signature_hex: str) -> None:
+    verifier = parse(okp(crv, x_hex, kid="k")).by_kid["k"].verifier
+    assert isinstance(verifier, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+    verifier.verify(bytes.fromhex(signature_hex), b"")  # tcId 1: the empty message
+
+
+def test_rfc_8037_example_key_is_served_and_its_example_jws_verifies() -> None:
+    (entry,) = parse(okp("Ed25519", vectors.RFC8032_TEST1, kid="rfc8037")).entries
+    parsed = parse_jws(vectors.RFC8037_JWS)
+    assert verify_signature(parsed, entry)
+    forged = parse_jws(vectors.RFC8037_JWS[:-4] + "AAAA")
+    assert not verify_signature(forged, entry)
+
+
+def test_a_set_whose_only_key_is_small_order_has_no_usable_keys() -> None:
+    with pytest.raises(InvalidJwksError) as info:
+        parse(okp("Ed25519", vectors.LIBSODIUM_BLOCKLIST[1], kid="identity"))
+    assert str(info.value) == "$.keys: no usable keys (1 skipped: [0] x is a small-order Ed25519 point)"
+
+
+def test_small_order_key_is_skipped_alone() -> None:
+    table = parse(
+        okp("Ed448", vectors.ED448_SMALL_ORDER[4], kid="order-4"),
+        pub(okp_private("Ed25519"), kid="ed25519"),
+        okp("Ed25519", vectors.ED25519_NON_CANONICAL[0], kid="p"),
+        good(),
+    )
+    assert table.key_ids == ("ed25519", "good")
+    assert [(s.index, s.kid, s.reason) for s in table.skipped] == [
+        (0, "order-4", "x is a small-order Ed448 point"),
+        (2, "p", "x is not the canonical encoding of an Ed25519 point"),
+    ]
 
 
 @pytest.mark.parametrize("kid", [1, None, ["a"], {"a": 1}, True])

@@ -180,6 +180,63 @@ def test_es256_signature_of_wrong_length_fails() -> None:
     assert verify(compact(header, claims(), raw_sign))["sub"] == "alice"
 
 
+#: the order n of P-256 (SEC 2 §2.4.2, FIPS 186-4 D.1.2.3)
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+#: the order L of Ed25519's base point (RFC 8032 §5.1)
+ED25519_ORDER = 2**252 + 27742317777372353535851937790883648493
+
+
+def _resigned(token: str, change: Any) -> str:
+    """``token`` with its signature bytes replaced by ``change(signature)``."""
+    signing_input, signature = token.rsplit(".", 1)
+    raw = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+    return f"{signing_input}.{b64(change(raw))}"
+
+
+def test_es256_signature_with_s_replaced_by_n_minus_s_still_verifies() -> None:
+    """ECDSA is malleable and jwks-cache accepts both forms, as docs/security.md says.
+
+    High-S signatures are ordinary output of common signers, so refusing them would refuse real
+    tokens; a replay cache must therefore key on jti or on the signing input, never on the token
+    string. If this test starts failing, verify() began refusing one form: update the docs too.
+    """
+    token = pyjwt.encode(claims(), private_key("P-256"), algorithm="ES256", headers={"kid": "P-256"})
+
+    def negate_s(raw: bytes) -> bytes:
+        s = int.from_bytes(raw[32:])
+        return raw[:32] + (P256_ORDER - s).to_bytes(32)
+
+    twin = _resigned(token, negate_s)
+    assert twin != token
+    assert verify(twin) == verify(token)
+    # what the docs tell a replay cache to key on: the signing input, identical in both strings
+    assert parse_jws(twin).signing_input == parse_jws(token).signing_input
+
+
+@pytest.mark.parametrize(
+    ("alg", "kind", "order"),
+    [("RS256", "rsa", None), ("PS256", "rsa", None), ("EdDSA", "Ed25519", ED25519_ORDER)],
+)
+def test_other_algorithms_admit_no_second_signature_string(alg: str, kind: str, order: int | None) -> None:
+    """The docs' "no" rows: RSA's signature plus the modulus, EdDSA's S plus the group order."""
+    token = pyjwt.encode(claims(), private_key(kind), algorithm=alg, headers={"kid": kind})
+    assert verify(token)["sub"] == "alice"
+    if order is None:  # s + n: the same value modulo n, one byte longer if it overflows the width
+        key = private_key(kind)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        n = key.public_key().public_numbers().n
+
+        def shifted(raw: bytes) -> bytes:
+            value = int.from_bytes(raw) + n
+            return value.to_bytes(max(len(raw), (value.bit_length() + 7) // 8))
+    else:  # S + L, which fits S's 32 little-endian bytes
+
+        def shifted(raw: bytes) -> bytes:
+            return raw[:32] + (int.from_bytes(raw[32:], "little") + order).to_bytes(32, "little")
+
+    assert reason(_resigned(token, shifted)) == "bad_signature"
+
+
 def test_signature_from_another_key_of_the_same_type_fails() -> None:
     other = ed25519.Ed25519PrivateKey.generate()
     token = compact({"alg": "EdDSA", "kid": "Ed25519"}, claims(), other.sign)
