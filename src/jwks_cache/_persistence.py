@@ -16,7 +16,7 @@ from anyio.abc import TaskStatus
 
 from ._boundary import as_library_error
 from ._clock import Clock, fail_at
-from ._errors import StoreError
+from ._errors import ResponseTooLargeError, StoreError
 from ._freshness import usable_validators
 from ._models import Snapshot
 from ._published import Published
@@ -81,6 +81,12 @@ class Persistence:
         if expected is not None and snapshot.jwks_url != expected:
             return None  # registered for another URL since: the snapshot is not this provider's keys
         try:
+            if len(snapshot.body) > cfg.max_response_bytes:  # what enters from a store meets a fetch's limits
+                raise ResponseTooLargeError(
+                    f"{snapshot.jwks_url}: stored body of {len(snapshot.body)} bytes exceeds"
+                    f" max_response_bytes ({cfg.max_response_bytes})",
+                    url=snapshot.jwks_url,
+                )
             if snapshot.jwks_url != cfg.jwks_url:  # the configured URL was judged at registration
                 check_url(snapshot.jwks_url, provider.refresher.policy)
             table = provider.refresher.tables.parse(snapshot.body, url=snapshot.jwks_url, max_keys=cfg.max_keys)

@@ -304,3 +304,33 @@ async def test_a_reordered_allowlist_is_the_same_rule() -> None:
             await _fetched(store, idp, config_for(idp, allowed_domains=("example.com", "127.0.0.1")))
             assert await _restored(store, idp, config_for(idp, allowed_domains=("127.0.0.1", "example.com")))
             assert idp.request_count == 1
+
+
+async def test_a_stored_body_larger_than_max_response_bytes_is_not_restored(tmp_path: Path) -> None:
+    """What enters from a store meets a fetch's limits: a FileStore without hmac_key holds any bytes."""
+    clock = VirtualClock()
+    store = FileStore(tmp_path)
+    now = clock.time()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp:
+            padded = dict(idp.jwks, padding=["x" * 1000] * 1900)  # a valid JWKS with an unknown member
+            big = Snapshot(
+                tenant=TENANT,
+                provider=PROVIDER,
+                jwks_url=idp.jwks_url,
+                body=json.dumps(padded).encode(),
+                fetched_at=now,
+                expires_at=now + 3600,
+            )
+            await store.save(big)
+            async with loopback_registry(clock, store=store) as reg:
+                await reg.register(config_for(idp))
+                with pytest.raises(KeyNotFoundError):
+                    reg.get_key_nowait(TENANT, PROVIDER, idp.kids[0])  # not restored
+                assert (await reg.get_key(TENANT, PROVIDER, idp.kids[0])).kid == idp.kids[0]
+                assert idp.request_count == 1  # fetched instead
+            await store.save(big)
+            async with loopback_registry(clock, store=store) as reg:  # a limit raised to fit admits it
+                await reg.register(config_for(idp, max_response_bytes=4_000_000))
+                assert reg.get_key_nowait(TENANT, PROVIDER, idp.kids[0]).kid == idp.kids[0]
+                assert idp.request_count == 1
