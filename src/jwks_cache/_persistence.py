@@ -81,12 +81,7 @@ class Persistence:
         if expected is not None and snapshot.jwks_url != expected:
             return None  # registered for another URL since: the snapshot is not this provider's keys
         try:
-            if len(snapshot.body) > cfg.max_response_bytes:  # what enters from a store meets a fetch's limits
-                raise ResponseTooLargeError(
-                    f"{snapshot.jwks_url}: stored body of {len(snapshot.body)} bytes exceeds"
-                    f" max_response_bytes ({cfg.max_response_bytes})",
-                    url=snapshot.jwks_url,
-                )
+            _check_size(snapshot, cfg.max_response_bytes)
             if snapshot.jwks_url != cfg.jwks_url:  # the configured URL was judged at registration
                 check_url(snapshot.jwks_url, provider.refresher.policy)
             table = provider.refresher.tables.parse(snapshot.body, url=snapshot.jwks_url, max_keys=cfg.max_keys)
@@ -285,3 +280,12 @@ class Persistence:
             await self._call("release_lease", store.release_lease, cfg.tenant, cfg.provider, token)
         except StoreError as exc:
             self._failed(f"cannot release lease of {cfg.tenant}/{cfg.provider}: {exc}")
+
+
+def _check_size(snapshot: Snapshot, max_bytes: int) -> None:
+    """What enters from a store meets a fetch's limits: a FileStore without hmac_key holds any bytes."""
+    if len(snapshot.body) > max_bytes:
+        raise ResponseTooLargeError(
+            f"{snapshot.jwks_url}: stored body of {len(snapshot.body)} bytes exceeds max_response_bytes ({max_bytes})",
+            url=snapshot.jwks_url,
+        )

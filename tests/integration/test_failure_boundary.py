@@ -55,25 +55,27 @@ async def test_an_unexpected_exception_in_one_flight_costs_that_provider_one_ref
     with anyio.fail_after(20):
         async with LocalIdentityProvider() as healthy, LocalIdentityProvider() as hostile:
             transport = _FaultyFor(hostile.port, fault)
-            async with httpx.AsyncClient(transport=transport) as client:
-                async with loopback_registry(clock, http_client=client) as reg:
-                    await reg.register(config_for(healthy, tenant="good"))
-                    await reg.register(config_for(hostile, tenant="bad"))
-                    with pytest.raises(FetchError, match=type(fault).__name__) as caught:
-                        await reg.get_key("bad", "idp", hostile.kids[0])
-                    assert caught.value.__cause__ is not None
-                    status = reg.status("bad", "idp")
-                    assert status.last_error_type == "FetchError"
-                    assert status.state is ProviderState.FAILED
-                    assert f"unexpected {type(fault).__name__}" in (status.last_error or "")
-                    # the healthy tenant verifies throughout, and the hostile one is retried by the loop
-                    for _ in range(3):
-                        claims = await reg.verify(healthy.mint({"sub": "a"}), tenant="good", provider="idp")
-                        assert claims["sub"] == "a"
-                        await clock.advance(120)
-                    assert transport.faults >= 2
-                    assert reg.status("bad", "idp").error_count >= 2
-                    assert reg.status("good", "idp").state is ProviderState.READY
+            async with (
+                httpx.AsyncClient(transport=transport) as client,
+                loopback_registry(clock, http_client=client) as reg,
+            ):
+                await reg.register(config_for(healthy, tenant="good"))
+                await reg.register(config_for(hostile, tenant="bad"))
+                with pytest.raises(FetchError, match=type(fault).__name__) as caught:
+                    await reg.get_key("bad", "idp", hostile.kids[0])
+                assert caught.value.__cause__ is not None
+                status = reg.status("bad", "idp")
+                assert status.last_error_type == "FetchError"
+                assert status.state is ProviderState.FAILED
+                assert f"unexpected {type(fault).__name__}" in (status.last_error or "")
+                # the healthy tenant verifies throughout, and the hostile one is retried by the loop
+                for _ in range(3):
+                    claims = await reg.verify(healthy.mint({"sub": "a"}), tenant="good", provider="idp")
+                    assert claims["sub"] == "a"
+                    await clock.advance(120)
+                assert transport.faults >= 2
+                assert reg.status("bad", "idp").error_count >= 2
+                assert reg.status("good", "idp").state is ProviderState.READY
     # one WARNING line per failed refresh, with the traceback of what went wrong
     lines = [r for r in caplog.records if getattr(r, "event", None) == "refresh_failed" and r.exc_info]
     assert lines
