@@ -628,7 +628,7 @@ def _is_duration_or_none(value: object) -> bool:
 
 
 def _are_names(value: object) -> bool:
-    """A collection of str (not an iterator, which checking would consume): a str is one of letters."""
+    """A collection of str; not one str (a collection of one-letter names), nor an iterator checking would use up."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
         return False
     return all(isinstance(each, str) for each in value)
