@@ -3,15 +3,21 @@
 ``__post_init__`` runs on construction, ``msgspec.convert``/``decode`` and ``msgspec.structs.replace``,
 so an invalid registration cannot exist in memory. Each rule raises :class:`ConfigError` naming the
 field, because operators read these messages in deploy logs, not in a debugger.
+
+msgspec checks types when it decodes or converts, but not in ``__init__``; ``__post_init__`` therefore
+checks every field against its annotation too, so ``RetryPolicy(jitter="sometimes")`` fails as its
+decoded twin does, before any rule reads the value.
 """
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
+import msgspec.inspect as mi
 
 from ._errors import ConfigError
 
@@ -40,12 +46,122 @@ _MAX_RETRY_SECONDS: Final = 3600.0
 
 
 class _Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    pass
+    #: prepended to field names in messages: decode errors name a nested struct's fields by their path
+    _field_prefix: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        _types_of(type(self)).check(self)
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """The rules beyond types; they run only once every field holds its annotated type."""
 
 
 def _check(ok: bool, field: str, rule: str, value: object) -> None:
     if not ok:
         raise ConfigError(f"{field} {rule} (got {value!r})")
+
+
+class _FieldTypes:
+    """One config class's field annotations, checked by msgspec in a single call per construction.
+
+    A shadow Struct with the same fields and annotations, but no ``__post_init__``, is converted from
+    the config's attributes: msgspec applies exactly the type rules of decoding (bool is not an int, a
+    str is not a tuple of str, a Literal holds one of its values), in C, without recursing into the
+    config's own ``__post_init__``. Nested config Structs are shadowed as ``Any`` and must be instances:
+    converting would turn a dict into one, which decoding does but a Python caller should not rely on.
+    """
+
+    __slots__ = ("_annotations", "_coerced", "_nested", "_prefix", "_shadow")
+
+    def __init__(self, cls: type[_Config]) -> None:
+        fields = msgspec.structs.fields(cls)
+        self._prefix = cls._field_prefix
+        self._annotations = {f.name: f.type for f in fields}
+        self._nested = tuple((f.name, f.type) for f in fields if _is_struct(f.type))
+        plain = [f for f in fields if not _is_struct(f.type)]
+        for f in plain:  # a Struct inside a union or container would be built from a dict, unchecked
+            if "StructType(" in repr(mi.type_info(f.type)):
+                raise TypeError(f"{cls.__name__}.{f.name}: annotate a nested config Struct on its own")
+        self._shadow = msgspec.defstruct(
+            f"_{cls.__name__}Types", [(f.name, f.type) for f in plain] + [(name, Any) for name, _ in self._nested]
+        )
+        #: fields whose converted value is a fresh container: a list given for a tuple, a caller's dict
+        self._coerced = tuple(f.name for f in plain if _may_coerce(mi.type_info(f.type)))
+
+    def check(self, config: _Config) -> None:
+        """Raise ConfigError for the first mistyped field; keep msgspec's copies of containers.
+
+        The copies make a list given for a tuple field the annotated tuple, and keep a caller who later
+        mutates the dict or list they passed from changing a validated, frozen config.
+        """
+        for name, struct in self._nested:
+            value = getattr(config, name)
+            _check(isinstance(value, struct), self._prefix + name, f"must be a {struct.__name__}", type(value).__name__)
+        try:
+            typed = msgspec.convert(config, self._shadow, from_attributes=True, strict=True)
+        except msgspec.ValidationError as exc:
+            raise self._explain(config) from exc
+        for name in self._coerced:
+            msgspec.structs.force_setattr(config, name, getattr(typed, name))
+
+    def _explain(self, config: _Config) -> ConfigError:
+        """The error for the first field msgspec refuses on its own, in ``_check``'s words."""
+        for name, annotation in self._annotations.items():
+            value = getattr(config, name)
+            try:
+                msgspec.convert(value, annotation, strict=True)
+            except msgspec.ValidationError:
+                return ConfigError(
+                    f"{self._prefix}{name} must be {_describe(mi.type_info(annotation))} (got {value!r})"
+                )
+        return ConfigError(f"invalid {type(config).__name__}")  # unreachable: some field failed above
+
+
+@functools.cache
+def _types_of(cls: type[_Config]) -> _FieldTypes:
+    return _FieldTypes(cls)
+
+
+def _is_struct(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, msgspec.Struct)
+
+
+def _may_coerce(info: mi.Type) -> bool:
+    if isinstance(info, mi.UnionType):
+        return any(_may_coerce(each) for each in info.types)
+    scalars = (mi.StrType, mi.IntType, mi.FloatType, mi.BoolType, mi.NoneType, mi.LiteralType)
+    return not isinstance(info, scalars)  # an int stays as given in a float field: it is one to typing
+
+
+def _describe(info: mi.Type) -> str:
+    """A field's type in an operator's words: ``a tuple of str or None``, ``one of 'none', 'full'``."""
+    if isinstance(info, mi.UnionType):
+        return " or ".join(_describe(each) for each in info.types)
+    if isinstance(info, mi.LiteralType):
+        return "one of " + ", ".join(repr(value) for value in info.values)
+    if isinstance(info, mi.VarTupleType):
+        return f"a tuple of {_noun(info.item_type)}"
+    if isinstance(info, mi.DictType):
+        return f"a dict of {_noun(info.key_type)} to {_noun(info.value_type)}"
+    if isinstance(info, mi.NoneType):
+        return "None"
+    if isinstance(info, mi.FloatType):
+        return "a number"
+    noun = _noun(info)
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
+
+
+def _noun(info: mi.Type) -> str:
+    """The Python name of a type, as a caller writes it in an annotation."""
+    if isinstance(info, (mi.StructType, mi.EnumType)):
+        return info.cls.__name__
+    return _NOUNS.get(type(info), type(info).__name__.removesuffix("Type").lower())
+
+
+_NOUNS: Final[dict[type[mi.Type], str]] = {
+    mi.StrType: "str", mi.IntType: "int", mi.FloatType: "float", mi.BoolType: "bool"
+}  # fmt: skip
 
 
 class RetryPolicy(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -55,6 +171,8 @@ class RetryPolicy(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True
     HTTP attempt from connect to the last body byte, so a slow-drip server cannot hold a fetch.
     """
 
+    _field_prefix: ClassVar[str] = "retry."
+
     max_retries: int = 2
     attempt_timeout: float = 3.0
     initial_backoff: float = 0.25
@@ -62,7 +180,7 @@ class RetryPolicy(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True
     deadline: float = 8.0
     jitter: Literal["none", "full", "decorrelated"] = "full"
 
-    def __post_init__(self) -> None:
+    def _check_values(self) -> None:
         _check(0 <= self.max_retries <= 100, "retry.max_retries", "must be in 0..100", self.max_retries)
         for name in ("attempt_timeout", "initial_backoff", "max_backoff", "deadline"):
             value = getattr(self, name)
@@ -123,7 +241,7 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     labels: dict[str, str] = msgspec.field(default_factory=dict)
 
-    def __post_init__(self) -> None:
+    def _check_values(self) -> None:
         _check(
             _TENANT_RE.fullmatch(self.tenant) is not None, "tenant", "must be 1-64 chars of [A-Za-z0-9-]", self.tenant
         )
@@ -145,7 +263,6 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
                 "entries must be canonical lowercase hostnames (IDNA A-labels, no trailing dot)",
                 domain,
             )
-        _check(isinstance(self.retry, RetryPolicy), "retry", "must be a RetryPolicy", type(self.retry).__name__)
         self._check_times()
         _check(self.max_response_bytes > 0, "max_response_bytes", "must be > 0", self.max_response_bytes)
         _check(0 <= self.max_redirects <= 10, "max_redirects", "must be in 0..10", self.max_redirects)

@@ -6,7 +6,7 @@ import enum
 import math
 import random
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
@@ -94,6 +94,18 @@ class Registry(anyio.AsyncContextManagerMixin):
         max_concurrent_fetches: int = DEFAULT_CONCURRENT_FETCHES,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        _check_arguments(
+            require_https=require_https,
+            allowed_domains=allowed_domains,
+            allow_private_networks=allow_private_networks,
+            default_refresh_early=default_refresh_early,
+            default_stale_while_error=default_stale_while_error,
+            http_client=http_client,
+            store=store,
+            clock=clock,
+            rng=rng,
+            ssl_context=ssl_context,
+        )
         if ssl_context is not None and http_client is not None:
             raise ConfigError("ssl_context: give it to your http_client; the registry makes a client only without one")
         if type(max_concurrent_fetches) is not int or not 2 <= max_concurrent_fetches <= MAX_CONCURRENT_FETCHES:
@@ -603,6 +615,52 @@ def _kept_set(old: Provider, config: ProviderConfig, refresher: Refresher) -> Pu
 def _verifies(parsed: ParsedJws, candidates: tuple[KeyEntry, ...]) -> bool:
     # candidates fit the alg already (KeyTable.candidates)
     return any(verify_signature(parsed, entry, fitted=True) for entry in candidates)
+
+
+def _check_arguments(**arguments: object) -> None:
+    """Refuse a mistyped constructor argument now, by name, not as an AttributeError inside a refresh.
+
+    Type annotations bind no caller at run time; a registry is built once, so checking costs nothing.
+    """
+    for name, value in arguments.items():
+        accepts, expected = _ARGUMENT_RULES[name]
+        if not accepts(value):
+            raise ConfigError(f"{name}: must be {expected} (got {value!r})")
+
+
+def _optional(kind: type | tuple[type, ...]) -> Callable[[object], bool]:
+    return lambda value: value is None or isinstance(value, kind)
+
+
+def _is_flag(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_duration_or_none(value: object) -> bool:
+    if value is None:
+        return True
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+
+def _are_names(value: object) -> bool:
+    """A collection of str; not one str (a collection of one-letter names), nor an iterator checking would use up."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Collection):
+        return False
+    return all(isinstance(each, str) for each in value)
+
+
+_ARGUMENT_RULES: Final[dict[str, tuple[Callable[[object], bool], str]]] = {
+    "require_https": (_is_flag, "True or False"),
+    "allow_private_networks": (_is_flag, "True or False"),
+    "allowed_domains": (_are_names, "a sequence of str (not one str)"),
+    "default_refresh_early": (_is_duration_or_none, "a finite number >= 0 or None"),
+    "default_stale_while_error": (_is_duration_or_none, "a finite number >= 0 or None"),
+    "http_client": (_optional(httpx.AsyncClient), "an httpx.AsyncClient or None"),
+    "store": (_optional(SnapshotStore), "a SnapshotStore or None"),
+    "clock": (_optional(Clock), "a Clock (monotonic(), time(), async sleep_until()) or None"),
+    "rng": (_optional(random.Random), "a random.Random or None"),
+    "ssl_context": (_optional(ssl.SSLContext), "an ssl.SSLContext or None"),
+}
 
 
 @asynccontextmanager
