@@ -8,7 +8,9 @@ one provider cannot overtake each other, and the exit flush is bounded.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 from anyio.abc import TaskStatus
@@ -16,7 +18,7 @@ from anyio.abc import TaskStatus
 from ._clock import Clock, fail_at
 from ._errors import InvalidJwksError, SecurityError, StoreError
 from ._freshness import usable_validators
-from ._models import Snapshot
+from ._models import Snapshot, StoreStatus
 from ._published import Published
 from ._security import check_url
 from ._stores import SnapshotStore
@@ -27,6 +29,11 @@ if TYPE_CHECKING:
 __all__ = ["Persistence"]
 
 log = logging.getLogger("jwks_cache")
+
+_PROBE_MIN: Final = 1.0  # seconds between probes of a degraded store, doubled per failure
+_PROBE_MAX: Final = 5.0  # seconds; bounds how late a registry notices that its store is back
+#: a name no registration is likely to have: the probe only asks the store to answer, not to find
+_PROBE_NAMES: Final = ("jwks-cache", "_probe")
 
 
 class Persistence:
@@ -45,6 +52,63 @@ class Persistence:
         self._flushing = anyio.Lock()
         self.errors = 0
         self.saves = 0
+        self.last_error: str | None = None
+        self.degraded_since: float | None = None  # wall-clock time of the first failure of this outage
+        self._degraded = anyio.Event()  # set while degraded: wakes the prober
+
+    # -- store health -------------------------------------------------------------------------------
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_since is not None
+
+    def status(self) -> StoreStatus:
+        since = self.degraded_since
+        return StoreStatus(
+            degraded=since is not None,
+            errors=self.errors,
+            last_error=self.last_error,
+            degraded_since=datetime.fromtimestamp(since, tz=UTC) if since is not None else None,
+        )
+
+    def _recovered(self) -> None:
+        if self.degraded_since is not None:
+            self.degraded_since = None
+            self._degraded = anyio.Event()
+            log.info("jwks-cache: store: reachable again")
+
+    async def watch(
+        self, on_recovery: Callable[[], Awaitable[None]], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """While the store is degraded, probe it with a bounded backoff; call ``on_recovery`` once it answers.
+
+        Lease and publish calls resume on their own with the next refresh; the probe makes recovery
+        show in the status (and lets the registry catch up) even when nothing else calls the store.
+        """
+        task_status.started()
+        while True:
+            await self._degraded.wait()
+            backoff = _PROBE_MIN
+            while not await self._probe_after(backoff):
+                backoff = min(_PROBE_MAX, backoff * 2)
+            await on_recovery()
+
+    async def _probe_after(self, delay: float) -> bool:
+        """Whether the whole store answers after ``delay`` seconds.
+
+        Only the probe ends a degradation: one call that worked says little about a cluster with a
+        master down, whose other slots answer. A store with a ``ping()`` (RedisStore: every primary)
+        is pinged; any other is asked for a snapshot nobody has.
+        """
+        await self._clock.sleep_until(self._clock.monotonic() + delay)
+        ping = getattr(self.store, "ping", None)
+        try:
+            await (ping() if ping is not None else self.store.load(*_PROBE_NAMES))
+        except StoreError as exc:
+            self._failed(f"still unavailable: {exc}", quiet=True)
+            return False
+        self._recovered()
+        return True
 
     # -- snapshots <-> published ------------------------------------------------------------------
 
@@ -111,12 +175,14 @@ class Persistence:
             return None
         return self.published_from(provider, snapshot) if snapshot is not None else None
 
-    async def load_all(self) -> dict[tuple[str, str], Snapshot]:
+    async def load_all(self) -> dict[tuple[str, str], Snapshot] | None:
+        """Every stored snapshot by name; None when the store failed (logged)."""
         try:
-            return {(s.tenant, s.provider): s for s in await self.store.load_all()}
+            snapshots = await self.store.load_all()
         except StoreError as exc:
             self._failed(f"cannot restore snapshots: {exc}")
-            return {}
+            return None
+        return {(s.tenant, s.provider): s for s in snapshots}
 
     # -- ordered saves ------------------------------------------------------------------------------
 
@@ -169,9 +235,14 @@ class Persistence:
         except StoreError as exc:
             self._failed(f"cannot delete snapshot of {tenant}/{provider}: {exc}")
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, message: str, *, quiet: bool = False) -> None:
+        """Count and log a store failure; the store is degraded until a probe finds it answering."""
         self.errors += 1
-        log.warning("jwks-cache: store: %s", message)
+        self.last_error = message
+        if self.degraded_since is None:
+            self.degraded_since = self._clock.time()
+            self._degraded.set()
+        log.log(logging.DEBUG if quiet else logging.WARNING, "jwks-cache: store: %s", message)
 
     # -- fleet mode -----------------------------------------------------------------------------------
 
