@@ -18,7 +18,7 @@ from ._errors import (
     StoreError,
     TokenError,
 )
-from ._models import ProviderState, ProviderStatus, Snapshot
+from ._models import ProviderState, ProviderStatus, Snapshot, StoreStatus
 from ._registry import Registry
 from ._stores import FileStore, MemoryStore, SharedStore, SnapshotStore
 from ._version import __version__
@@ -45,6 +45,7 @@ __all__ = [
     "Snapshot",
     "SnapshotStore",
     "StoreError",
+    "StoreStatus",
     "SystemClock",
     "TokenError",
     "__version__",

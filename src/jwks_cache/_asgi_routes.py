@@ -83,7 +83,9 @@ class Health(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Readiness: ``pass`` when every provider has usable keys (ready, refreshing or stale).
 
     ``failures`` is omitted when reads are protected and the caller shows no token, so an open
-    probe endpoint does not list tenant names.
+    probe endpoint does not list tenant names. ``store`` (omitted without a snapshot store) says
+    ``degraded`` while the store's calls fail; it does not fail the check, as the registry keeps
+    serving and fetching without its store.
     """
 
     status: Literal["pass", "fail"]
@@ -91,6 +93,7 @@ class Health(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     failing: int
     failures: list[HealthFailure] | None = None
     detail: str | None = None
+    store: Literal["ok", "degraded"] | None = None
 
 
 def _names(params: Mapping[str, str]) -> tuple[str, str]:
@@ -211,6 +214,7 @@ async def get_statuses(ctx: Context, request: Request, params: Mapping[str, str]
 async def get_health(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
     try:
         statuses = sorted(ctx.registry.statuses(), key=lambda s: (s.tenant, s.provider))
+        store = ctx.registry.store_status()
     except RegistryClosedError as exc:  # probes read one shape: closed is unhealthy, not a problem
         return json_response(503, Health(status="fail", providers=0, failing=0, detail=str(exc)))
     failing = [s for s in statuses if s.state not in _USABLE]
@@ -223,6 +227,7 @@ async def get_health(ctx: Context, request: Request, params: Mapping[str, str]) 
         providers=len(statuses),
         failing=len(failing),
         failures=failures if show else None,
+        store=None if store is None else "degraded" if store.degraded else "ok",
     )
     return json_response(503 if failing else 200, health)
 

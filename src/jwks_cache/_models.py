@@ -7,7 +7,7 @@ from datetime import datetime
 
 import msgspec
 
-__all__ = ["SNAPSHOT_VERSION", "ProviderState", "ProviderStatus", "Snapshot"]
+__all__ = ["SNAPSHOT_VERSION", "ProviderState", "ProviderStatus", "Snapshot", "StoreStatus"]
 
 #: Bumped when a Snapshot field changes meaning; new optional fields do not bump it.
 SNAPSHOT_VERSION = 1
@@ -54,6 +54,24 @@ class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
     #: the class of ``last_error``, always one of jwks-cache's own (``"InvalidJwksError"``,
     #: ``"SecurityError"``, ``"FetchError"``, ...): what an alert can match without parsing messages
     last_error_type: str | None = None
+
+
+class StoreStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """The registry's snapshot store as its calls find it (``Registry.store_status()``).
+
+    ``degraded`` from the first failed store call until the registry's probe, every few seconds
+    (1 s, doubling to 5 s), finds the whole store answering again (for a Redis cluster, every
+    master). A degraded store never fails a lookup: the registry serves what it holds
+    and fetches from the identity providers itself.
+    """
+
+    degraded: bool
+    #: failed store calls since the registry opened (loads, saves, leases, publishes, probes)
+    errors: int
+    #: the latest failure, kept after recovery for the record
+    last_error: str | None
+    #: when the current degradation began; None while the store works
+    degraded_since: datetime | None
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):

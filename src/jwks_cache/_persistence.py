@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
@@ -18,7 +19,7 @@ from ._boundary import as_library_error
 from ._clock import Clock, fail_at
 from ._errors import ResponseTooLargeError, StoreError
 from ._freshness import usable_validators
-from ._models import Snapshot
+from ._models import Snapshot, StoreStatus
 from ._published import Published
 from ._security import check_url
 from ._stores import SnapshotStore
@@ -31,6 +32,10 @@ __all__ = ["Persistence"]
 log = logging.getLogger("jwks_cache")
 
 _T = TypeVar("_T")
+_PROBE_MIN: Final = 1.0  # seconds between probes of a degraded store, doubled per failure
+_PROBE_MAX: Final = 5.0  # seconds; bounds how late a registry notices that its store is back
+#: a name no registration is likely to have: the probe only asks the store to answer, not to find
+_PROBE_NAMES: Final = ("jwks-cache", "_probe")
 
 
 class Persistence:
@@ -49,6 +54,66 @@ class Persistence:
         self._flushing = anyio.Lock()
         self.errors = 0
         self.saves = 0
+        self.last_error: str | None = None
+        self.degraded_since: float | None = None  # wall-clock time of the first failure of this outage
+        self._degraded = anyio.Event()  # set while degraded: wakes the prober
+
+    # -- store health -------------------------------------------------------------------------------
+
+    @property
+    def degraded(self) -> bool:
+        return self.degraded_since is not None
+
+    def status(self) -> StoreStatus:
+        since = self.degraded_since
+        return StoreStatus(
+            degraded=since is not None,
+            errors=self.errors,
+            last_error=self.last_error,
+            degraded_since=datetime.fromtimestamp(since, tz=UTC) if since is not None else None,
+        )
+
+    def _recovered(self) -> None:
+        if self.degraded_since is not None:
+            self.degraded_since = None
+            self._degraded = anyio.Event()
+            log.info("jwks-cache: store: reachable again")
+
+    async def watch(
+        self, on_recovery: Callable[[], Awaitable[None]], *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """While the store is degraded, probe it with a bounded backoff; call ``on_recovery`` once it answers.
+
+        Lease and publish calls resume on their own with the next refresh; the probe makes recovery
+        show in the status (and lets the registry catch up) even when nothing else calls the store.
+        """
+        task_status.started()
+        while True:
+            await self._degraded.wait()
+            backoff = _PROBE_MIN
+            while not await self._probe_after(backoff):
+                backoff = min(_PROBE_MAX, backoff * 2)
+            await on_recovery()
+
+    async def _probe_after(self, delay: float) -> bool:
+        """Whether the whole store answers after ``delay`` seconds.
+
+        Only the probe ends a degradation: one call that worked says little about a cluster with a
+        master down, whose other slots answer. A store with a ``ping()`` (RedisStore: every primary)
+        is pinged; any other is asked for a snapshot nobody has.
+        """
+        await self._clock.sleep_until(self._clock.monotonic() + delay)
+        ping = getattr(self.store, "ping", None)
+        try:
+            if ping is not None:
+                await self._call("ping", ping)
+            else:
+                await self._call("load", self.store.load, *_PROBE_NAMES)
+        except StoreError as exc:
+            self._failed(f"still unavailable: {exc}", quiet=True)
+            return False
+        self._recovered()
+        return True
 
     # -- snapshots <-> published ------------------------------------------------------------------
 
@@ -117,12 +182,14 @@ class Persistence:
             return None
         return self.published_from(provider, snapshot) if snapshot is not None else None
 
-    async def load_all(self) -> dict[tuple[str, str], Snapshot]:
+    async def load_all(self) -> dict[tuple[str, str], Snapshot] | None:
+        """Every stored snapshot by name; None when the store failed (logged)."""
         try:
-            return {(s.tenant, s.provider): s for s in await self._call("load_all", self.store.load_all)}
+            snapshots = await self._call("load_all", self.store.load_all)
         except StoreError as exc:
             self._failed(f"cannot restore snapshots: {exc}")
-            return {}
+            return None
+        return {(s.tenant, s.provider): s for s in snapshots}
 
     # -- ordered saves ------------------------------------------------------------------------------
 
@@ -189,9 +256,21 @@ class Persistence:
         except Exception as exc:
             raise StoreError(f"{what}: {as_library_error(exc, repr(self.store))}") from exc
 
-    def _failed(self, message: str, *, cause: BaseException | None = None) -> None:
+    def record_failure(self, error: Exception) -> None:
+        """A persistence loop (persister, prober, listener) failed and is being restarted."""
+        self._failed(f"a background task failed: {error}")
+
+    def _failed(self, message: str, *, quiet: bool = False, cause: BaseException | None = None) -> None:
+        """Count and log a store failure; the store is degraded until a probe finds it answering.
+
+        ``cause``: an unexpected exception behind it, whose traceback the log line carries.
+        """
         self.errors += 1
-        log.warning("jwks-cache: store: %s", message, exc_info=cause)
+        self.last_error = message
+        if self.degraded_since is None:
+            self.degraded_since = self._clock.time()
+            self._degraded.set()
+        log.log(logging.DEBUG if quiet else logging.WARNING, "jwks-cache: store: %s", message, exc_info=cause)
 
     # -- fleet mode -----------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryCl
 from ._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES, Fetcher
 from ._jose import ALLOWED_DEFAULT, KeyEntry, TableCache
 from ._jws import HeaderCache, ParsedJws, check_alg, check_claims, parse_jws, verify_signature
-from ._models import ProviderStatus, Snapshot
+from ._models import ProviderStatus, Snapshot, StoreStatus
 from ._persistence import Persistence
 from ._provider import Provider, ProviderHost
 from ._published import Published
@@ -141,7 +141,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._tables = TableCache()  # identical key sets share one parsed table
         self._header_cache: HeaderCache = {}  # vetted JWS headers by their base64url text
         self._restored: dict[tuple[str, str], Snapshot] = {}
-        self._loop_failures = 0  # failures of the scheduler, persister and fleet listener (each restarted)
+        self._restore_missed = False  # the entry restore failed: run it once the store is back
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -196,23 +196,50 @@ class Registry(anyio.AsyncContextManagerMixin):
             yield
 
     async def _start_persistence(self) -> None:
+        """Restore, then start the persister, the store prober and (fleet mode) the listener.
+
+        Bounded however the store fails: the restore's calls and the listener's first subscription
+        each take at most the store's own timeout, and a failure leaves the registry running on
+        its own (the store shows as degraded until it answers again).
+        """
         if self._store is None:
             return
         self._persistence = persistence = Persistence(self._store, self._clock)
-        self._restored = await persistence.load_all()
-        await self._start_supervised("persister", persistence.run)
+        restored = await persistence.load_all()
+        self._restored, self._restore_missed = restored or {}, restored is None
+        await self._start_supervised("persister", persistence.run, on_failure=persistence.record_failure)
+        await self._start_supervised(
+            "store prober", persistence.watch, self._on_store_recovery, on_failure=persistence.record_failure
+        )
         if persistence.shared and isinstance(self._store, SharedStore):
-            await self._start_supervised("fleet listener", self._store.listen, self._on_notice)
+            await self._start_supervised(
+                "fleet listener", self._store.listen, self._on_notice, on_failure=persistence.record_failure
+            )
 
-    async def _start_supervised(self, job_name: str, job: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Start one of the registry's own loops behind the failure boundary (see ``_boundary``)."""
+    async def _start_supervised(
+        self,
+        job_name: str,
+        job: Callable[..., Awaitable[Any]],
+        *args: Any,
+        on_failure: Callable[[JwksCacheError], None] = lambda _error: None,
+    ) -> None:
+        """Start one of the registry's own loops behind the failure boundary (see ``_boundary``).
+
+        A persistence loop's failure shows in :meth:`store_status` (its ``on_failure``); the
+        scheduler's only in the log, as it keeps no state but the heap, which a restart keeps.
+        """
         assert self._tg is not None
         name = f"jwks-cache {job_name}"
-        await self._tg.start(run_supervised, name, self._clock, self._loop_failed, job, *args, name=name)
+        await self._tg.start(run_supervised, name, self._clock, on_failure, job, *args, name=name)
 
-    def _loop_failed(self, error: JwksCacheError) -> None:
-        """One of the registry's own loops failed (it is restarted); counted for status."""
-        self._loop_failures += 1
+    async def _on_store_recovery(self) -> None:
+        """The store answers again: catch up on the snapshots the failed entry restore could not read."""
+        if not self._restore_missed or self._persistence is None or self._state is not _State.OPEN:
+            return
+        snapshots = await self._persistence.load_all()
+        if snapshots is not None:
+            self._restore_missed = False
+            self._adopt_stored(snapshots, self._persistence)
 
     async def _on_notice(self, tenant: str, provider: str) -> None:
         found = self._providers.get((tenant, provider))
@@ -245,10 +272,13 @@ class Registry(anyio.AsyncContextManagerMixin):
             await anyio.lowlevel.checkpoint()
             return
         snapshots = await self._persistence.load_all()
+        self._adopt_stored(snapshots or {}, self._persistence)
+
+    def _adopt_stored(self, snapshots: dict[tuple[str, str], Snapshot], persistence: Persistence) -> None:
         for key, snapshot in snapshots.items():
             found = self._providers.get(key)
             if found is not None:
-                published = self._persistence.published_from(found, snapshot)
+                published = persistence.published_from(found, snapshot)
                 if published is not None:
                     found.adopt(published)
 
@@ -584,6 +614,14 @@ class Registry(anyio.AsyncContextManagerMixin):
     def statuses(self) -> list[ProviderStatus]:
         self._check_open()
         return [provider_status(p, self._clock) for p in self._providers.values()]
+
+    def store_status(self) -> StoreStatus | None:
+        """How the snapshot store is doing (``degraded`` while its calls fail); None without a store.
+
+        A degraded store never fails a lookup; see the persistence docs for what the registry does.
+        """
+        self._check_open()
+        return self._persistence.status() if self._persistence is not None else None
 
 
 def _kept_set(old: Provider, config: ProviderConfig, refresher: Refresher) -> Published | None:

@@ -50,6 +50,17 @@ def disposable_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis
 
 
 @pytest.fixture
+def disposable_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """A 3-master cluster of this test alone, free to kill or pause a master (mark ``@coredis_outage``)."""
+    find_redis_binaries()
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-disposable-cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+    gc.collect()  # while the test's warning filter still applies
+
+
+@pytest.fixture
 def redis_namespace() -> str:
     """A key namespace no other test uses, so session servers need no flushing."""
     return f"test-{uuid.uuid4().hex[:12]}"

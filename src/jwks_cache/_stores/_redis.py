@@ -3,8 +3,11 @@
 coredis is imported when a store is built, so the core runs without the ``redis`` extra. coredis 6
 is anyio-based and a client must be entered (``async with client:``) before use, in a task that
 outlives its users: it anchors the connection tasks. So a store made from a URL must itself be
-entered, and a passed client must already be open. Every call is bounded by ``timeout`` and every
-coredis or socket error becomes :class:`StoreError`: an outage costs at most ``timeout`` per call.
+entered, and a passed client must already be open. Every call is bounded by ``timeout`` (the
+connection handshake included) and every coredis or socket error, raised alone or inside an exception
+group, becomes :class:`StoreError`: an outage costs at most ``timeout`` per call and never more than
+a logged error to the owner. The listener's subscription is bounded the same way, so an owner that
+waits for it to start waits at most ``timeout``.
 
 A provider's keys share a hash tag (``{ns}:{tenant/provider}:snap`` and ``:lease``), hence one
 cluster slot; notices go to one channel, ``{ns}:notices``.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import random
 import re
 import secrets
@@ -54,6 +58,36 @@ _RELEASE_SCRIPT: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+
+
+def _closing_connection_class(base: type[Any]) -> type[Any]:
+    """``base`` whose memory streams are closed however its run ends.
+
+    coredis 6.9 makes a connection's streams in ``__init__`` and closes them only once the connection
+    is up, so every failed connect leaves six streams that warn (``ResourceWarning``) when collected:
+    hundreds a minute during an outage. Used for the clients the store makes itself.
+    """
+
+    async def run(self: Any, **kwargs: Any) -> None:
+        try:
+            await base.run(self, **kwargs)
+        finally:
+            for name in _CONNECTION_STREAMS:
+                stream = getattr(self, name, None)
+                if stream is not None:
+                    stream.close()
+
+    return type(f"Closing{base.__name__}", (base,), {"run": run, "__module__": __name__})
+
+
+_CONNECTION_STREAMS: Final = (
+    "_write_buffer_in",
+    "_write_buffer_out",
+    "_push_message_buffer_in",
+    "_push_message_buffer_out",
+    "_streamed_message_buffer_in",
+    "_streamed_message_buffer_out",
+)
 
 
 def _import_coredis() -> Any:
@@ -105,8 +139,8 @@ class RedisStore(ClosesOnExit):
         coredis = _import_coredis()
         if _NAMESPACE_RE.fullmatch(namespace) is None:
             raise ConfigError(f"namespace must be 1-100 chars of [A-Za-z0-9_.:/-] (got {namespace!r})")
-        if not timeout > 0:
-            raise ConfigError(f"timeout must be > 0 (got {timeout!r})")
+        if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
+            raise ConfigError(f"timeout must be a finite number of seconds > 0 (got {timeout!r})")
         self.shared = shared
         self._namespace = namespace
         self._hmac_key = _codec.check_hmac_key(hmac_key)
@@ -114,14 +148,6 @@ class RedisStore(ClosesOnExit):
         self._clock = SystemClock()
         self._origin = secrets.token_hex(8)  # tells our own notices apart
         self._depth = 0
-        # what an unreachable, dying or misbehaving Redis raises through coredis (TimeoutError is an OSError)
-        self._errors: tuple[type[Exception], ...] = (
-            coredis.exceptions.RedisError,
-            OSError,
-            anyio.BrokenResourceError,
-            anyio.ClosedResourceError,
-            anyio.EndOfStream,
-        )
         if isinstance(client_or_url, str):
             self._owns_client = True
             try:
@@ -134,6 +160,8 @@ class RedisStore(ClosesOnExit):
                 )
             except (ValueError, coredis.exceptions.RedisError) as exc:
                 raise ConfigError(f"invalid redis URL {client_or_url!r}: {exc}") from exc
+            pool = self._client.connection_pool
+            pool.connection_class = _closing_connection_class(pool.connection_class)
         elif isinstance(client_or_url, coredis.Redis | coredis.RedisCluster):
             if client_or_url.decode_responses:
                 raise ConfigError("RedisStore needs a client made with decode_responses=False")
@@ -148,11 +176,9 @@ class RedisStore(ClosesOnExit):
     async def __aenter__(self) -> Self:
         if self._owns_client:
             try:
-                await self._client.__aenter__()
+                await self._client.__aenter__()  # a pool of its own: no connection is made here
             except Exception as exc:  # RuntimeError too: coredis refuses entries from unrelated tasks
-                if not isinstance(exc, (*self._errors, RuntimeError)):
-                    raise
-                raise StoreError(f"cannot open redis client: {exc}") from exc
+                raise _store_error("cannot open redis client", exc) from exc
         self._depth += 1
         return self
 
@@ -163,7 +189,10 @@ class RedisStore(ClosesOnExit):
             return
         self._depth -= 1
         if self._owns_client:  # no shield scope here: the client's task group must be innermost
-            await self._client.__aexit__(None, None, None)
+            try:
+                await self._client.__aexit__(None, None, None)
+            except Exception as exc:  # a connection that died while closing: nothing left to do about it
+                log.warning("jwks-cache: store: closing the redis client: %s", _describe(exc))
 
     def snapshot_key(self, tenant: str, provider: str) -> str:
         """The Redis key holding the provider's snapshot."""
@@ -207,10 +236,10 @@ class RedisStore(ClosesOnExit):
                 return await operation()
         except TimeoutError as exc:
             raise StoreError(f"redis {what} timed out after {self._timeout}s") from exc
-        except self._errors as exc:
-            raise StoreError(f"redis {what} failed: {exc}") from exc
         except RuntimeError as exc:  # coredis: "connection pool is not initialized" (client not open)
             raise StoreError(f"redis {what} failed (is the client open?): {exc}") from exc
+        except Exception as exc:  # anything from coredis, alone or grouped: a garbled reply, a lost node
+            raise _store_error(f"redis {what} failed", exc) from exc
 
     async def load(self, tenant: str, provider: str) -> Snapshot | None:
         """The provider's snapshot, or ``None`` if absent or unusable (logged)."""
@@ -241,10 +270,10 @@ class RedisStore(ClosesOnExit):
             keys = await self._scan(self._client)
         for node in self._client.primaries if self._cluster else ():
             try:
-                async with node:
+                async with node:  # a client of its own for this primary: errors come out in a group
                     keys += await self._scan(node)
-            except self._errors as exc:
-                raise StoreError(f"redis SCAN on {node!r} failed: {exc}") from exc
+            except Exception as exc:
+                raise _store_error(f"redis SCAN on {node!r} failed", exc) from exc
         named = [(key, names) for key in keys if (names := self._names_of(key)) is not None]  # others aren't ours
         snapshots: list[Snapshot] = []
         rejections = _codec.Rejections()
@@ -262,6 +291,21 @@ class RedisStore(ClosesOnExit):
                     snapshots.append(snapshot)
         rejections.summarize()
         return snapshots
+
+    async def ping(self) -> None:
+        """Raise StoreError unless Redis answers; on a cluster, every primary must.
+
+        The registry's health probe: one key's slot answering says nothing about the others'.
+        """
+        if not self._cluster:
+            await self._call("PING", self._client.ping)
+            return
+        for node in self._client.primaries:
+            try:
+                async with node:
+                    await self._call("PING", node.ping)
+            except Exception as exc:
+                raise _store_error(f"redis PING of {node!r} failed", exc) from exc
 
     async def _scan(self, node: Any) -> list[str]:
         keys: list[str] = []
@@ -325,8 +369,10 @@ class RedisStore(ClosesOnExit):
         """Call ``on_notice(tenant, provider)`` for each notice published by *another* store instance.
 
         Our own notices are skipped: our owner already holds that set. Runs until cancelled and rides
-        out Redis outages (logged; jittered backoff up to 5 s). Notices sent while disconnected are
-        lost, so owners keep their own refresh schedule as the fallback.
+        out Redis outages (logged; jittered backoff up to 5 s). ``task_status.started()`` fires once
+        subscribed or once the first attempt failed, which takes at most ``timeout``: connecting and
+        subscribing are bounded like any call. Notices sent while disconnected are lost, so owners
+        keep their own refresh schedule as the fallback.
         """
         self._require_open()
         started, failures, rng = False, 0, random.Random()
@@ -343,12 +389,10 @@ class RedisStore(ClosesOnExit):
         while True:
             try:
                 handler_error = await self._listen_once(on_notice, subscribed)
-            except Exception as exc:
-                if not self._is_outage(exc):
-                    raise
+            except Exception as exc:  # whatever coredis raised, alone or grouped: reconnect
                 failures += 1
                 level = logging.WARNING if failures == 1 else logging.DEBUG  # once per outage, not per retry
-                log.log(level, "redis notices: subscription to %s failed: %r", self.channel, exc)
+                log.log(level, "redis notices: subscription to %s failed: %s", self.channel, _describe(exc))
             else:
                 if handler_error is not None:
                     raise handler_error
@@ -360,7 +404,12 @@ class RedisStore(ClosesOnExit):
             await self._clock.sleep_until(self._clock.monotonic() + backoff * rng.uniform(0.5, 1.0))
 
     async def _listen_once(self, on_notice: NoticeHandler, subscribed: Callable[[], None]) -> Exception | None:
-        """One subscription, until the connection ends; returns (not raises) an error of ``on_notice``."""
+        """One subscription, until the connection ends; returns (not raises) an error of ``on_notice``.
+
+        Until the subscription is confirmed the attempt runs under a ``timeout`` deadline (a server
+        that accepts and never answers would otherwise hold it in the handshake for good); the
+        deadline is lifted once subscribed, as listening is meant to last.
+        """
         pubsub = self._client.pubsub(
             channels=[self.channel],
             ignore_subscribe_messages=True,
@@ -368,19 +417,40 @@ class RedisStore(ClosesOnExit):
             subscription_timeout=self._timeout,
             max_idle_seconds=_KEEPALIVE,
         )
-        async with pubsub:
-            subscribed()
-            async for message in pubsub:
-                names = _codec.decode_notice(message.get("data"), skip_origin=self._origin)
-                if names is None:
-                    continue
-                try:
-                    await on_notice(*names)
-                except Exception as exc:  # the owner's bug: raised as itself, not inside coredis' group
-                    return exc
+        with anyio.CancelScope(deadline=anyio.current_time() + self._timeout) as attempt:
+            async with pubsub:
+                attempt.deadline = math.inf
+                subscribed()
+                async for message in pubsub:
+                    names = _codec.decode_notice(message.get("data"), skip_origin=self._origin)
+                    if names is None:
+                        continue
+                    try:
+                        await on_notice(*names)
+                    except Exception as exc:  # the owner's bug: raised as itself, not inside coredis' group
+                        return exc
+        if attempt.cancelled_caught:
+            raise StoreError(f"redis SUBSCRIBE timed out after {self._timeout}s")
         return None
 
-    def _is_outage(self, exc: Exception) -> bool:
-        if isinstance(exc, ExceptionGroup):
-            return exc.split(self._errors)[1] is None
-        return isinstance(exc, self._errors)
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``exc`` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _describe(exc: BaseException) -> str:
+    """What went wrong, from the first exception inside any groups (coredis and anyio nest them)."""
+    leaf = _leaves(exc)[0]
+    if isinstance(leaf, StoreError):
+        return str(leaf)
+    if isinstance(leaf, TimeoutError):
+        return "timed out"
+    return f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
+
+
+def _store_error(what: str, exc: Exception) -> StoreError:
+    """The StoreError standing for ``exc``: the caller raises it ``from exc``, so nothing is lost."""
+    return StoreError(f"{what}: {_describe(exc)}")
