@@ -332,8 +332,8 @@ async def test_a_fetch_landing_as_unregister_runs_is_never_saved() -> None:
     assert left_behind == []
 
 
-class _GatedStore(MemoryStore):
-    """A MemoryStore whose saves wait for ``gate``, and which logs its writes."""
+class _LoggedGatedStore(MemoryStore):
+    """A MemoryStore whose saves all wait for ``gate``, and which logs its writes in order."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -353,7 +353,7 @@ class _GatedStore(MemoryStore):
 
 async def test_unregister_returns_after_a_save_already_under_way_and_deletes_it() -> None:
     clock = VirtualClock()
-    store = _GatedStore()
+    store = _LoggedGatedStore()
     with anyio.fail_after(10):
         async with LocalIdentityProvider() as idp, loopback_registry(clock, store=store) as reg:
             await reg.register(config_for(idp))
@@ -376,7 +376,7 @@ async def test_unregister_returns_after_a_save_already_under_way_and_deletes_it(
 
 async def test_a_replaced_registrations_save_in_flight_never_overwrites_its_successors() -> None:
     clock = VirtualClock()
-    store = _GatedStore()
+    store = _LoggedGatedStore()
     with anyio.fail_after(10):
         async with LocalIdentityProvider() as old, LocalIdentityProvider() as new:
             async with loopback_registry(clock, store=store) as reg:
