@@ -8,7 +8,8 @@ one provider cannot overtake each other, and the exit flush is bounded.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -46,8 +47,9 @@ class Persistence:
         self._clock = clock
         self.shared: bool = bool(getattr(store, "shared", False))
         self._dirty: dict[tuple[str, str], Snapshot] = {}
-        # unregistered providers whose snapshot a save already under way could write back
-        self._deleted: set[tuple[str, str]] = set()
+        # the writes (save, publish, delete) of one provider take turns, first come first served: an
+        # unregister's delete then lands after a save already under way, never before it
+        self._turns: dict[tuple[str, str], _Turn] = {}
         self._wake = anyio.Event()
         # one flush at a time: persist() and the exit flush must queue behind the persister's own,
         # or a slow save of an older set could land after a newer one and nothing would correct it
@@ -194,9 +196,10 @@ class Persistence:
     # -- ordered saves ------------------------------------------------------------------------------
 
     def mark_dirty(self, provider: Provider, published: Published) -> None:
+        if provider.closed:
+            return  # unregistered or replaced: nothing of it may reach the store any more
         snapshot = self.snapshot_of(provider, published)
         if snapshot is not None:
-            self._deleted.discard(provider.config.key)
             self._dirty[provider.config.key] = snapshot
             self._wake.set()
 
@@ -218,11 +221,14 @@ class Persistence:
                 return
             key = next(iter(self._dirty))
             snapshot = self._dirty[key]
-            await self.save(snapshot)
+            async with self._turn(key):
+                # judged once it is our turn: an unregister (which drops the entry) or a newer set
+                # may have come while a write of this provider went first
+                if self._dirty.get(key) is not snapshot:
+                    continue
+                await self.save(snapshot)
             if self._dirty.get(key) is snapshot:  # a cancelled save stays dirty for the exit flush
                 del self._dirty[key]
-            if key in self._deleted:  # unregistered while we were saving: undo what we wrote
-                await self._delete_stored(*key)
 
     async def save(self, snapshot: Snapshot) -> None:
         try:
@@ -232,9 +238,15 @@ class Persistence:
             self._failed(f"cannot save snapshot of {snapshot.tenant}/{snapshot.provider}: {exc}")
 
     async def delete(self, tenant: str, provider: str) -> None:
-        self._dirty.pop((tenant, provider), None)
-        self._deleted.add((tenant, provider))
-        await self._delete_stored(tenant, provider)
+        """Forget the provider's snapshot for good; returns once no earlier write of it can land after.
+
+        The caller closes the provider first, so it cannot mark a new set dirty; a save or publish
+        already under way finishes before the delete is sent, and a queued one is dropped.
+        """
+        key = (tenant, provider)
+        self._dirty.pop(key, None)
+        async with self._turn(key):
+            await self._delete_stored(tenant, provider)
 
     async def _delete_stored(self, tenant: str, provider: str) -> None:
         try:
@@ -255,6 +267,21 @@ class Persistence:
             raise
         except Exception as exc:
             raise StoreError(f"{what}: {as_library_error(exc, repr(self.store))}") from exc
+
+    @asynccontextmanager
+    async def _turn(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        """Hold the provider's write turn; the entry lives only while someone holds or awaits it."""
+        turn = self._turns.get(key)
+        if turn is None:
+            turn = self._turns[key] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                del self._turns[key]
 
     def record_failure(self, error: Exception) -> None:
         """A persistence loop (persister, prober, listener) failed and is being restarted."""
@@ -342,12 +369,15 @@ class Persistence:
         snapshot = self.snapshot_of(provider, published)
         if snapshot is None:
             return
-        try:
-            store: Any = self.store
-            await self._call("publish", store.publish, snapshot)
-            self.saves += 1
-        except StoreError as exc:
-            self._failed(f"cannot publish snapshot of {snapshot.tenant}/{snapshot.provider}: {exc}")
+        async with self._turn(provider.config.key):
+            if provider.closed:
+                return  # unregistered (its delete may have gone first) or replaced: share nothing
+            try:
+                store: Any = self.store
+                await self._call("publish", store.publish, snapshot)
+                self.saves += 1
+            except StoreError as exc:
+                self._failed(f"cannot publish snapshot of {snapshot.tenant}/{snapshot.provider}: {exc}")
 
     async def release(self, provider: Provider) -> None:
         token, provider.lease_token = provider.lease_token, None
@@ -368,3 +398,13 @@ def _check_size(snapshot: Snapshot, max_bytes: int) -> None:
             f"{snapshot.jwks_url}: stored body of {len(snapshot.body)} bytes exceeds max_response_bytes ({max_bytes})",
             url=snapshot.jwks_url,
         )
+
+
+class _Turn:
+    """One provider's write turn: a FIFO lock, and how many hold or await it (0: forget it)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.users = 0

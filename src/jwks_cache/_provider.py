@@ -185,8 +185,13 @@ class Provider:
         return self._notice
 
     def close(self) -> None:
-        """Stop for good: no more wake-ups, and the flight in progress (if any) is cancelled."""
+        """Stop for good: no more wake-ups, and the flight in progress (if any) is cancelled.
+
+        A fetch that lands in the same moment is not kept (see ``_fly_in_scope``): once closed, the
+        provider writes nothing to the store, so an unregistered tenant's keys cannot come back.
+        """
         self.closed = True
+        self._host.scheduler.discard(self)  # its pending wake-up is dead weight in the heap
         for scope in (self._flight_scope, self._follow_up_scope):
             if scope is not None:
                 scope.cancel()
@@ -262,6 +267,10 @@ class Provider:
             self._record_failure(error, unexpected=exc if error is not exc else None)
             flight.error = error
         else:
+            if self.closed:
+                # unregistered or replaced as the fetch landed, past its last cancellation point:
+                # keep and publish nothing; the waiters get the closed error (and follow a successor)
+                return None
             if isinstance(outcome, Published):
                 self._record_success(outcome)
                 fetched = outcome if upstream else None

@@ -384,7 +384,11 @@ class Registry(anyio.AsyncContextManagerMixin):
             provider.adopt(published)
 
     async def unregister(self, tenant: str, provider: str) -> bool:
-        """Stop a provider's loop and drop its keys; False if it was not registered."""
+        """Stop a provider's loop, drop its keys and delete its stored snapshot; False if it was not registered.
+
+        Once it returns, nothing of the provider reaches the store any more: a fetch landing
+        meanwhile is discarded, and a save already under way is let finish before the delete.
+        """
         self._check_open()
         old = self._providers.pop((tenant, provider), None)
         by_provider = self._tenants.get(tenant)
@@ -395,9 +399,12 @@ class Registry(anyio.AsyncContextManagerMixin):
         if old is None:
             await anyio.lowlevel.checkpoint()
             return False
-        old.close()
+        old.close()  # first: a fetch landing from now on is not kept, so it cannot be saved
         if self._persistence is not None:  # an off-boarded tenant's keys must not come back on restore
-            await self._persistence.delete(tenant, provider)
+            # shielded: a caller that gives up (a control-plane client hanging up) must not leave the
+            # snapshot behind; bounded as the exit flush is, against a store that hangs
+            with anyio.move_on_after(_EXIT_FLUSH_TIMEOUT, shield=True):
+                await self._persistence.delete(tenant, provider)
         await anyio.lowlevel.checkpoint()
         return True
 

@@ -7,6 +7,7 @@ import logging
 import os
 import stat
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -333,3 +334,46 @@ async def test_load_all_warns_once_about_a_directory_others_can_write(
             assert str(directory) in warnings[0].getMessage()
             assert "writable by group or others" in warnings[0].getMessage()
         directory.chmod(0o700)
+
+
+async def test_entering_the_store_removes_the_temp_files_of_interrupted_saves_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    directory, elsewhere = tmp_path / "snapshots", tmp_path / "elsewhere"
+    directory.mkdir(mode=0o700)
+    elsewhere.mkdir()
+    snapshot = make_snapshot("google")
+    _write(directory / "acme~google.jwks", encode(snapshot, None))
+    hour_ago = time.time() - 3600
+
+    def temp_file(provider: str) -> Path:
+        """A temp file named as a save names its own (a process killed mid-save leaves it)."""
+        fd, name = tempfile.mkstemp(prefix=f".acme~{provider}.jwks.", suffix=".tmp", dir=directory)
+        os.close(fd)
+        return Path(name)
+
+    crashed = [temp_file("google"), temp_file("github")]
+    for path in crashed:
+        os.utime(path, (hour_ago, hour_ago))
+    in_progress = temp_file("google")  # another process sharing the directory, writing right now
+    foreign = [directory / name for name in (".other.tmp", "notes.tmp", ".acme~google.jwks.x.tmp.bak", ".x~y.tmp")]
+    for path in foreign:
+        path.write_bytes(b"not ours")
+        os.utime(path, (hour_ago, hour_ago))
+    target = elsewhere / "precious"
+    target.write_bytes(b"keep me")
+    planted = directory / ".acme~planted.jwks.abcdefgh.tmp"
+    _symlink_or_skip(target, planted)
+    os.utime(planted, (hour_ago, hour_ago), follow_symlinks=False)
+    a_directory = directory / ".acme~dir.jwks.abcdefgh.tmp"
+    a_directory.mkdir()
+    os.utime(a_directory, (hour_ago, hour_ago))
+
+    with anyio.fail_after(5):
+        async with FileStore(directory) as store:
+            assert not any(path.exists() for path in crashed)
+            assert await store.load_all() == [snapshot]
+    assert in_progress.exists()  # younger than a minute: left to its writer
+    assert all(path.exists() for path in foreign)
+    assert planted.is_symlink() and target.read_bytes() == b"keep me"
+    assert a_directory.is_dir()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from tests.helpers import PROVIDER, TENANT, config_for, failed_lookups, loopback_registry
@@ -334,3 +336,87 @@ async def test_a_stored_body_larger_than_max_response_bytes_is_not_restored(tmp_
                 await reg.register(config_for(idp, max_response_bytes=4_000_000))
                 assert reg.get_key_nowait(TENANT, PROVIDER, idp.kids[0]).kid == idp.kids[0]
                 assert idp.request_count == 1
+
+
+async def test_a_fetch_landing_as_unregister_runs_is_never_saved() -> None:
+    """The fetch's response lands a few loop rounds either side of unregister(): 100 tries, each must leave
+    no snapshot, and each re-registration must go upstream (a snapshot left behind would be restored)."""
+    clock = VirtualClock()
+    store = MemoryStore()
+    left_behind: list[int] = []
+    with anyio.fail_after(60):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock, store=store) as reg:
+            for attempt in range(100):
+                idp.stall(math.inf)
+                before = idp.request_count
+                await reg.register(config_for(idp))
+                await idp.wait_for_requests(before + 1)  # re-registering restored nothing: it went upstream
+                idp.recover()  # the response is on its way...
+                for _ in range(attempt % 10):  # ...and unregister() runs this many loop rounds later
+                    await anyio.lowlevel.checkpoint()
+                assert await reg.unregister(TENANT, PROVIDER)
+                await clock.settle()
+                if await store.load(TENANT, PROVIDER) is not None:
+                    left_behind.append(attempt)
+                    await store.delete(TENANT, PROVIDER)  # so the next attempt starts clean
+    assert left_behind == []
+
+
+class _LoggedGatedStore(MemoryStore):
+    """A MemoryStore whose saves all wait for ``gate``, and which logs its writes in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = anyio.Event()
+        self.log: list[str] = []
+
+    async def save(self, snapshot: Snapshot) -> None:
+        self.log.append(f"save started {snapshot.jwks_url}")
+        await self.gate.wait()
+        await super().save(snapshot)
+        self.log.append(f"saved {snapshot.jwks_url}")
+
+    async def delete(self, tenant: str, provider: str) -> None:
+        await super().delete(tenant, provider)
+        self.log.append("deleted")
+
+
+async def test_unregister_returns_after_a_save_already_under_way_and_deletes_it() -> None:
+    clock = VirtualClock()
+    store = _LoggedGatedStore()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock, store=store) as reg:
+            await reg.register(config_for(idp))
+            await reg.refresh(TENANT, PROVIDER)
+            await clock.settle()
+            assert store.log == [f"save started {idp.jwks_url}"]  # the persister's save is under way
+
+            async def unregister() -> None:
+                assert await reg.unregister(TENANT, PROVIDER)
+                store.log.append("unregister returned")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(unregister)
+                await clock.settle()
+                store.gate.set()
+            await clock.settle()
+            assert store.log[-1] == "unregister returned"  # nothing was written after it returned
+            assert await store.load(TENANT, PROVIDER) is None
+
+
+async def test_a_replaced_registrations_save_in_flight_never_overwrites_its_successors() -> None:
+    clock = VirtualClock()
+    store = _LoggedGatedStore()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as old, LocalIdentityProvider() as new:
+            async with loopback_registry(clock, store=store) as reg:
+                await reg.register(config_for(old))
+                await reg.refresh(TENANT, PROVIDER)
+                await clock.settle()  # the old registration's save is under way
+                await reg.register(config_for(new))  # another URL: nothing kept, a fetch of its own
+                await reg.refresh(TENANT, PROVIDER)
+                store.gate.set()
+                await clock.settle()
+                saved = await store.load(TENANT, PROVIDER)
+                assert saved is not None and saved.jwks_url == new.jwks_url
+            assert store.log[-1] == f"saved {new.jwks_url}"

@@ -734,3 +734,20 @@ async def test_stalling_identity_providers_never_make_other_tenants_fail() -> No
             await eventually(lambda: all(s.key_ids for s in reg.statuses()))
             # and no healthy tenant ever recorded a failure the stalled ones caused
             assert all(reg.status(f"up{i}", PROVIDER).refresh_errors == 0 for i in range(5))
+
+
+async def test_reregistering_twenty_thousand_times_leaves_one_scheduler_entry() -> None:
+    """Each re-registration replaced the heap entry of the one before; they stayed until due, a day later."""
+    clock = VirtualClock()
+    with anyio.fail_after(60):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = "max-age=86400"
+            await reg.register(config_for(idp))
+            await reg.refresh(TENANT, PROVIDER)
+            await clock.settle()
+            for _ in range(20_000):
+                await reg.register(config_for(idp))  # the same URL: the keys are kept, no fetch
+            assert reg._scheduler.entries == 1  # the registry's own scheduler: no public view of it
+            assert idp.request_count == 1
+            assert await reg.unregister(TENANT, PROVIDER)
+            assert reg._scheduler.entries == 0

@@ -87,3 +87,28 @@ async def test_due_providers_start_once_each_and_the_bound_holds() -> None:
             assert [p.starts for p in providers] == [1, 1, 1, 0, 0]
             scheduler.stop()
     assert scheduler.flights == 2
+
+
+async def test_stale_entries_are_compacted_and_a_closed_providers_wake_up_goes() -> None:
+    clock = VirtualClock()
+    scheduler = Scheduler(clock, max_flights=2)
+    providers = [_Due(clock, closing=[False]) for _ in range(10)]
+    for provider in providers:
+        provider.next_refresh = clock.monotonic() + 3600
+        scheduler.schedule(provider)
+    for step in range(1_000):  # each provider moved again and again (a refresh landing early, say)
+        provider = providers[step % 10]
+        provider.next_refresh += 1
+        scheduler.schedule(provider)
+    assert scheduler.entries <= 2 * len(providers)  # stale entries never outnumber the live ones
+    for provider in providers[:9]:
+        provider.closed = True  # what Provider.close() does before it discards its wake-up
+        scheduler.discard(provider)
+    assert scheduler.entries <= 2
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(scheduler.run)
+            await clock.advance(7200)
+            scheduler.stop()
+    assert [p.starts for p in providers] == [0] * 9 + [1]  # the live one still runs, once
+    assert scheduler.entries == 0

@@ -3,7 +3,9 @@
 Every blocking call runs in a worker thread through ``anyio.to_thread.run_sync``, which waits for the
 thread even when the caller is cancelled: a save is either fully replaced or not at all. Writers
 never share a temp file (``mkstemp``), and ``os.replace`` is atomic, so two processes writing the same
-provider leave the last complete snapshot, never a torn one.
+provider leave the last complete snapshot, never a torn one. A process killed mid-save leaves its
+temp file behind; entering the store removes those older than a minute (younger ones may belong
+to another process writing into the same directory right now).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 import tempfile
+import time
 from pathlib import Path
-from typing import Final
+from typing import Final, Self
 
 import anyio.lowlevel
 import anyio.to_thread
@@ -39,13 +43,21 @@ _OPEN_FLAGS: Final = (
 )
 _SYMLINK_ERRNOS: Final = frozenset({errno.ELOOP, errno.EMLINK})  # O_NOFOLLOW: Linux/macOS, FreeBSD
 _READ_CHUNK: Final = 1024 * 1024  # bytes per read once the file turned out longer than its size said
+_TEMP_PREFIX: Final = "."
+_TEMP_SUFFIX: Final = ".tmp"
+_TEMP_RANDOM: Final = re.compile(r"[A-Za-z0-9_]{1,32}")  # mkstemp's random part ("abc...z0-9_", 8 today)
+# a temp file untouched this long is a dead writer's: a live one writes and renames it within a save
+# (one fsync'd file of at most a few MB), and the margin covers a slow disk and a process paused for a while
+_STALE_TEMP_SECONDS: Final = 60.0
 
 
 class FileStore(ClosesOnExit):
     """A :class:`SnapshotStore` on the local file system: the embedded default for one host.
 
     Files are named ``{tenant}~{provider}.jwks``; temporary files start with a dot and are never
-    read. Corrupt, truncated, foreign-version or tampered files are logged and ignored.
+    read, and entering the store (``async with``, as the Registry does) removes those a crash left
+    behind once they are a minute old. Corrupt, truncated, foreign-version or tampered files are
+    logged and ignored.
     """
 
     def __init__(self, directory: str | os.PathLike[str], *, hmac_key: bytes | None = None) -> None:
@@ -67,6 +79,11 @@ class FileStore(ClosesOnExit):
 
     def __repr__(self) -> str:
         return f"FileStore({str(self._directory)!r})"
+
+    async def __aenter__(self) -> Self:
+        """Open the store: remove the temporary files of saves a crash interrupted (never raises)."""
+        await anyio.to_thread.run_sync(self._sweep_stale_temps_sync)
+        return self
 
     @property
     def directory(self) -> Path:
@@ -163,7 +180,7 @@ class FileStore(ClosesOnExit):
     def _save_sync(self, path: Path, data: bytes) -> None:
         try:
             self._directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self._directory)
+            fd, tmp = tempfile.mkstemp(prefix=f"{_TEMP_PREFIX}{path.name}.", suffix=_TEMP_SUFFIX, dir=self._directory)
             try:
                 with os.fdopen(fd, "wb") as file:
                     file.write(data)
@@ -222,6 +239,32 @@ class FileStore(ClosesOnExit):
         rejections.summarize()
         return snapshots
 
+    def _sweep_stale_temps_sync(self) -> None:
+        """Unlink our own temp files (by name: nothing else sharing the directory) left by dead writers.
+
+        Only regular files, judged without following symlinks, and only those untouched for
+        ``_STALE_TEMP_SECONDS``: another process may be writing into the same directory now, and
+        removing its temp file would fail its save. Errors are logged: a sweep never stops a start-up.
+        """
+        cutoff = time.time() - _STALE_TEMP_SECONDS
+        try:
+            with os.scandir(self._directory) as entries:
+                stale = [
+                    entry.path for entry in entries if _is_temp_name(entry.name) and _untouched_since(entry, cutoff)
+                ]
+        except FileNotFoundError:
+            return  # nothing saved yet
+        except OSError as exc:
+            _codec.log.warning("cannot list snapshot directory %s for stale temporary files: %s", self._directory, exc)
+            return
+        for temp in stale:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                continue  # another process swept it first
+            except OSError as exc:
+                _codec.log.warning("cannot remove stale temporary file %s: %s", temp, exc)
+
     def _warn_if_writable_by_others(self) -> None:
         """Log once per ``load_all`` when group or others may write the directory: they could plant files."""
         if os.name != "posix":
@@ -255,6 +298,28 @@ def _read_bounded(fd: int, size: int) -> bytes:
         chunks.append(chunk)
         total += len(chunk)
     return b"".join(chunks)
+
+
+def _is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one ``_save_sync`` gives its temp files: ``.{tenant}~{provider}.jwks.{random}.tmp``."""
+    if not (name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX)):
+        return False
+    target, dot, random_part = name[len(_TEMP_PREFIX) : -len(_TEMP_SUFFIX)].rpartition(".")
+    if not dot or not target.endswith(_SUFFIX) or _TEMP_RANDOM.fullmatch(random_part) is None:
+        return False
+    try:
+        _names_of(Path(target))
+    except StoreError:
+        return False
+    return True
+
+
+def _untouched_since(entry: os.DirEntry[str], cutoff: float) -> bool:
+    """A regular file (a symlink is not followed, and left alone) last modified before ``cutoff``."""
+    try:
+        return entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff
+    except OSError:
+        return False  # gone meanwhile, or unreadable: not ours to judge
 
 
 def _names_of(path: Path) -> tuple[str, str]:
