@@ -371,3 +371,24 @@ def test_a_valid_configuration_keeps_its_values() -> None:
     )
     assert (config.accepted_issuers, config.claim_values) == ((V1,), {"azp": ("client",)})
     assert template_problem(ENTRA) is None
+
+
+# --- the providers page ----------------------------------------------------------------------------
+
+
+def test_every_recipe_on_the_providers_page_is_a_valid_configuration() -> None:
+    """docs/providers.md is copied from: each of its Python blocks must run and build its configs."""
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.DOTALL)
+    built: list[ProviderConfig] = []
+    for block in blocks:
+        namespace: dict[str, Any] = {}
+        exec(compile(block, str(page), "exec"), namespace)  # noqa: S102 - our own documentation
+        built += [value for value in namespace.values() if isinstance(value, ProviderConfig)]
+    assert len(built) >= 13
+    providers = {config.provider for config in built}
+    assert {"google", "entra", "auth0", "okta", "keycloak", "cognito-access", "cognito-id"} <= providers
+    assert {"pingone", "firebase", "github-actions", "cluster"} <= providers
