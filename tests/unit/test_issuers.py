@@ -386,9 +386,23 @@ def test_every_recipe_on_the_providers_page_is_a_valid_configuration() -> None:
     built: list[ProviderConfig] = []
     for block in blocks:
         namespace: dict[str, Any] = {}
-        exec(compile(block, str(page), "exec"), namespace)  # noqa: S102 - our own documentation
+        exec(compile(block, str(page), "exec"), namespace)  # our own documentation
         built += [value for value in namespace.values() if isinstance(value, ProviderConfig)]
     assert len(built) >= 13
     providers = {config.provider for config in built}
     assert {"google", "entra", "auth0", "okta", "keycloak", "cognito-access", "cognito-id"} <= providers
     assert {"pingone", "firebase", "github-actions", "cluster"} <= providers
+
+
+def test_the_control_plane_accepts_the_new_fields_and_points_at_a_bad_one() -> None:
+    from jwks_cache._asgi_fields import decode_registration
+    from jwks_cache._asgi_http import HttpProblem
+
+    body = {"jwks_url": "https://login.example.com/keys", "accepted_issuers": [V1], "claim_values": {"azp": ["web"]}}
+    config = decode_registration(json.dumps(body).encode(), "acme", "entra")
+    assert (config.accepted_issuers, config.claim_values) == ((V1,), {"azp": ("web",)})
+    bad = {**body, "allowed_tenant_ids": ["../x"]}
+    with pytest.raises(HttpProblem) as info:
+        decode_registration(json.dumps(bad).encode(), "acme", "entra")
+    assert info.value.status == 422
+    assert [error.pointer for error in info.value.errors] == ["#/allowed_tenant_ids"]
