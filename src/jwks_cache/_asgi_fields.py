@@ -14,8 +14,21 @@ from urllib.parse import quote
 import msgspec
 
 from ._asgi_http import FieldError, HttpProblem
-from ._config import _MAX_KEYS_CAP, _PROVIDER_RE, _TENANT_RE, ASYMMETRIC_ALGORITHMS, ProviderConfig
+from ._config import (
+    _MAX_ACCEPTED_ISSUERS,
+    _MAX_CLAIM_VALUE_CHARS,
+    _MAX_CLAIM_VALUES,
+    _MAX_ISSUER_CHARS,
+    _MAX_KEYS_CAP,
+    _MAX_TENANT_IDS,
+    _NOT_VALUE_CLAIMS,
+    _PROVIDER_RE,
+    _TENANT_RE,
+    ASYMMETRIC_ALGORITHMS,
+    ProviderConfig,
+)
 from ._errors import ConfigError
+from ._issuers import _TENANT_ID
 from ._security import _MAX_URL_CHARS
 
 __all__ = ["REGISTRATION_RULES", "RETRY_RULES", "decode_registration", "invalid_registration"]
@@ -65,6 +78,27 @@ REGISTRATION_RULES: Final[dict[str, dict[str, Any]]] = {
     "algorithms": _nullable({"type": "array", "minItems": 1, "items": {"enum": sorted(ASYMMETRIC_ALGORITHMS)}}),
     "max_keys": _integer(minimum=1, maximum=_MAX_KEYS_CAP),
     "required_claims": {"type": "array", "maxItems": 16, "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+    "accepted_issuers": {
+        "type": "array",
+        "maxItems": _MAX_ACCEPTED_ISSUERS,
+        "items": {"type": "string", "minLength": 1, "maxLength": _MAX_ISSUER_CHARS},
+    },
+    "allowed_tenant_ids": {
+        "type": "array",
+        "maxItems": _MAX_TENANT_IDS,
+        "items": {"type": "string", "pattern": f"^{_TENANT_ID.pattern}$"},
+    },
+    "claim_values": {
+        "type": "object",
+        "maxProperties": 16,
+        "propertyNames": {"minLength": 1, "maxLength": 64, "not": {"enum": sorted(_NOT_VALUE_CLAIMS)}},
+        "additionalProperties": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": _MAX_CLAIM_VALUES,
+            "items": {"type": "string", "minLength": 1, "maxLength": _MAX_CLAIM_VALUE_CHARS},
+        },
+    },
     "labels": {
         "type": "object",
         "propertyNames": {"minLength": 1, "maxLength": 64},

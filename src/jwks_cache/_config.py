@@ -20,6 +20,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from ._errors import ConfigError
+from ._issuers import TENANT_PLACEHOLDER, is_tenant_id, template_problem
 
 __all__ = ["ASYMMETRIC_ALGORITHMS", "MAX_SECONDS", "ProviderConfig", "RetryPolicy", "decode_config"]
 
@@ -40,6 +41,13 @@ _HOST_RE: Final = re.compile(
 )
 _MAX_KEYS_CAP: Final = 10_000
 _MAX_REQUIRED_CLAIMS: Final = 16
+_MAX_ACCEPTED_ISSUERS: Final = 16
+_MAX_ISSUER_CHARS: Final = 2048
+_MAX_TENANT_IDS: Final = 1000
+_MAX_CLAIM_VALUES: Final = 100
+_MAX_CLAIM_VALUE_CHARS: Final = 1024
+#: numeric dates: ``exp``, ``nbf`` and ``iat`` have their own checks, and a string never equals a number
+_NOT_VALUE_CLAIMS: Final = frozenset({"exp", "nbf", "iat"})
 #: Upper bound of every duration: larger values (or inf) only overflow datetime arithmetic later.
 MAX_SECONDS: Final = 10 * 365 * 86400.0  # any duration's bound (configuration, leases)
 _MAX_RETRY_SECONDS: Final = 3600.0
@@ -201,6 +209,11 @@ class RetryPolicy(_Config, frozen=True, kw_only=True, forbid_unknown_fields=True
         )
 
 
+def _check_template(field: str, issuer: str) -> None:
+    problem = template_problem(issuer)
+    _check(problem is None, field, problem or "", issuer)
+
+
 def _check_url(field: str, url: str, require_https: bool) -> None:
     try:
         parts = urlsplit(url)
@@ -235,8 +248,14 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
     unknown_kid_cooldown: float = 30.0
     algorithms: tuple[str, ...] | None = None
     audience: str | None = None
+    #: further ``iss`` values verify() accepts besides ``issuer`` (Google's bare ``accounts.google.com``)
+    accepted_issuers: tuple[str, ...] = ()
+    #: when set, a token's ``tid`` must be one of these (multi-tenant issuers: which tenants get in)
+    allowed_tenant_ids: tuple[str, ...] = ()
     #: claims verify() requires to be present (e.g. ``("exp",)``: a token without ``exp`` never expires)
     required_claims: tuple[str, ...] = ()
+    #: claim name -> accepted values: the claim must be present and hold one of them (Cognito ``client_id``)
+    claim_values: dict[str, tuple[str, ...]] = msgspec.field(default_factory=dict)
     max_keys: int = 100
     retry: RetryPolicy = msgspec.field(default_factory=RetryPolicy)
     labels: dict[str, str] = msgspec.field(default_factory=dict)
@@ -256,6 +275,14 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
             _check_url("jwks_url", self.jwks_url, self.require_https)
         if self.issuer is not None:
             _check_url("issuer", self.issuer, self.require_https)
+            _check_template("issuer", self.issuer)
+            _check(
+                self.jwks_url is not None or TENANT_PLACEHOLDER not in self.issuer,
+                "issuer",
+                f"with {TENANT_PLACEHOLDER} needs jwks_url (discovery cannot be fetched from a template; "
+                "register the multi-tenant endpoint, e.g. .../common/v2.0, to use discovery)",
+                self.issuer,
+            )
         for domain in self.allowed_domains:
             _check(
                 _HOST_RE.fullmatch(domain) is not None,
@@ -272,12 +299,61 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
             _check(len(self.algorithms) > 0, "algorithms", "must not be empty (use None for the default)", ())
             for alg in self.algorithms:
                 _check(alg in ASYMMETRIC_ALGORITHMS, "algorithms", "entries must be asymmetric JWS algorithms", alg)
-        _check(len(self.required_claims) <= _MAX_REQUIRED_CLAIMS, "required_claims", "at most 16 entries", None)
-        for claim in self.required_claims:
-            _check(0 < len(claim) <= 64, "required_claims", "entries must be 1-64 characters", claim)
+        self._check_claim_rules()
         _check(1 <= self.max_keys <= _MAX_KEYS_CAP, "max_keys", f"must be in 1..{_MAX_KEYS_CAP}", self.max_keys)
         for key, value in self.labels.items():
             _check(0 < len(key) <= 64 and len(value) <= 256, "labels", "keys 1-64 chars, values <= 256 chars", key)
+
+    def _check_claim_rules(self) -> None:
+        _check(
+            len(self.accepted_issuers) <= _MAX_ACCEPTED_ISSUERS,
+            "accepted_issuers",
+            f"at most {_MAX_ACCEPTED_ISSUERS} entries",
+            len(self.accepted_issuers),
+        )
+        for issuer in self.accepted_issuers:
+            _check(
+                0 < len(issuer) <= _MAX_ISSUER_CHARS,
+                "accepted_issuers",
+                f"entries must be 1-{_MAX_ISSUER_CHARS} characters",
+                issuer,
+            )
+            _check_template("accepted_issuers", issuer)
+        _check(
+            len(self.allowed_tenant_ids) <= _MAX_TENANT_IDS,
+            "allowed_tenant_ids",
+            f"at most {_MAX_TENANT_IDS} entries",
+            len(self.allowed_tenant_ids),
+        )
+        for tenant_id in self.allowed_tenant_ids:
+            _check(
+                is_tenant_id(tenant_id),
+                "allowed_tenant_ids",
+                "entries must be tenant ids: 1-64 chars of [A-Za-z0-9_-], starting with a letter or digit",
+                tenant_id,
+            )
+        _check(len(self.required_claims) <= _MAX_REQUIRED_CLAIMS, "required_claims", "at most 16 entries", None)
+        for claim in self.required_claims:
+            _check(0 < len(claim) <= 64, "required_claims", "entries must be 1-64 characters", claim)
+        _check(
+            len(self.claim_values) <= _MAX_REQUIRED_CLAIMS, "claim_values", "at most 16 claims", len(self.claim_values)
+        )
+        for claim, values in self.claim_values.items():
+            _check(0 < len(claim) <= 64, "claim_values", "claim names must be 1-64 characters", claim)
+            _check(claim not in _NOT_VALUE_CLAIMS, "claim_values", "cannot check exp, nbf or iat", claim)
+            _check(
+                0 < len(values) <= _MAX_CLAIM_VALUES,
+                "claim_values",
+                f"must list 1-{_MAX_CLAIM_VALUES} accepted values per claim",
+                claim,
+            )
+            for value in values:
+                _check(
+                    0 < len(value) <= _MAX_CLAIM_VALUE_CHARS,
+                    "claim_values",
+                    f"values must be 1-{_MAX_CLAIM_VALUE_CHARS} characters",
+                    value,
+                )
 
     def _check_times(self) -> None:
         for name in (

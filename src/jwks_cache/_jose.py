@@ -96,6 +96,9 @@ class KeyEntry(msgspec.Struct, kw_only=True, gc=False, repr_omit_defaults=True):
     alg: str | None
     crv: str | None
     body: bytes  # the document it came from (shared with its table, not a copy)
+    #: the key's own ``issuer`` member (Entra ID publishes one, often ``{tenantid}``-templated): the key
+    #: verifies only that issuer's tokens. None: the key is not restricted to an issuer
+    issuer: str | None = None
     _jwk: Key | None = None  # set by the first use of :attr:`jwk`
     _verifier: object | None = None
 
@@ -461,6 +464,9 @@ def _parse_key(index: int, raw: object, kid_counts: Mapping[str, int], body: byt
         raise _Skip("non-string kid")
     if kid is not None and kid_counts.get(kid, 0) > 1:
         raise _Skip("duplicate kid")
+    issuer = raw.get("issuer")
+    if "issuer" in raw and not isinstance(issuer, str):
+        raise _Skip("non-string issuer")  # a restriction we cannot read must not serve the key unrestricted
     kty = raw.get("kty")
     if kty == "oct":
         raise _Skip("oct key")
@@ -486,7 +492,9 @@ def _parse_key(index: int, raw: object, kid_counts: Mapping[str, int], body: byt
     except (JoseError, ValueError, TypeError, UnsupportedAlgorithm) as exc:
         raise _Skip(f"invalid {kty} key ({type(exc).__name__})") from exc
     # interned names: ten thousand tables must not hold ten thousand copies of "RS256"
-    return KeyEntry(index=index, kid=kid, kty=_NAMES[kty], alg=_NAMES.get(alg), crv=_NAMES.get(crv), body=body)
+    return KeyEntry(
+        index=index, kid=kid, kty=_NAMES[kty], alg=_NAMES.get(alg), crv=_NAMES.get(crv), body=body, issuer=issuer
+    )
 
 
 def _public_members(raw: Mapping[str, Any], kty: str, crv: str | None) -> dict[str, Any]:

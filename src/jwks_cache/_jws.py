@@ -12,15 +12,16 @@ guessing cost more than the signature) and trusts only what it checks itself:
 
 ``TokenError.reason`` codes: ``token_too_large``, ``malformed``, ``alg_not_allowed``,
 ``crit_unsupported``, ``unsupported_header``, ``malformed_claims``, ``expired``, ``not_yet_valid``,
-``issued_in_future``, ``audience_mismatch``, ``issuer_mismatch``, ``missing_claim`` (and
-``bad_signature``, raised by the Registry). Messages never quote the token, its header values or
-its claims.
+``issued_in_future``, ``audience_mismatch``, ``issuer_mismatch``, ``tenant_not_allowed``,
+``claim_mismatch``, ``missing_claim`` (and ``bad_signature``, raised by the Registry). Messages never
+quote the token, its header values or its claims; they do name what was expected, which is
+configuration (an issuer, an audience, accepted values) and the first thing a mismatch is debugged by.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ._errors import TokenError
+from ._issuers import describe, filled, is_tenant_id, issuer_matches
 from ._jose import ALLOWED_DEFAULT, B64URL_CHARS, JsonProblem, KeyEntry, b64url_decode, decode_json, key_fits_alg
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "ParsedJws",
     "check_alg",
     "check_claims",
+    "check_key_issuer",
     "key_fits_alg",
     "parse_jws",
     "verify_signature",
@@ -234,10 +237,13 @@ def check_claims(
     now: float,
     leeway: float,
     audience: str | Sequence[str] | None,
-    issuer: str | None,
+    issuer: str | Sequence[str] | None,
     required: Sequence[str] = (),
+    tenants: Collection[str] = (),
+    claim_values: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """Decode the payload and check the registered time, audience and issuer claims (RFC 7519 §4.1).
+    """Decode the payload and check the registered time, audience and issuer claims (RFC 7519 §4.1),
+    then the registration's tenant and claim-value rules.
 
     Call only after the signature verified. Comparisons are written to fail closed, so a NaN
     ``now`` or ``leeway`` rejects the token instead of skipping the check.
@@ -247,15 +253,20 @@ def check_claims(
         now: wall-clock seconds since the epoch (from the Clock seam).
         leeway: clock skew tolerated on ``exp``, ``nbf`` and ``iat``, in seconds.
         audience: when given, ``aud`` must contain it (or one of them); a missing ``aud`` fails.
-        issuer: when given, ``iss`` must equal it.
+        issuer: when given, ``iss`` must equal it (or one of them); an issuer holding ``{tenantid}``
+            matches with the token's ``tid`` in its place (see :mod:`._issuers`).
         required: claim names that must be present (the registration's ``required_claims``).
+        tenants: when non-empty, ``tid`` must be one of them (``allowed_tenant_ids``).
+        claim_values: claim name -> accepted values; the claim must be present and be one of them,
+            or, for an array, hold at least one of them (``ProviderConfig.claim_values``).
 
     Returns:
         The claims.
 
     Raises:
         TokenError: reason ``malformed_claims``, ``expired``, ``not_yet_valid``, ``issued_in_future``,
-            ``audience_mismatch``, ``issuer_mismatch`` or ``missing_claim``.
+            ``audience_mismatch``, ``issuer_mismatch``, ``tenant_not_allowed``, ``claim_mismatch`` or
+            ``missing_claim``.
     """
     claims = _decode_claims(parsed.payload_segment)
     for name in required:
@@ -274,9 +285,90 @@ def check_claims(
     iss = claims.get("iss", _ABSENT)
     if iss is not _ABSENT and not isinstance(iss, str):
         raise TokenError("token iss is not a string", reason="malformed_claims")
-    if issuer is not None and iss != issuer:
-        raise TokenError("token issuer does not match", reason="issuer_mismatch")
+    tid = claims.get("tid")
+    if issuer is not None:
+        _check_issuer(iss, tid, issuer)
+    if tenants and (not isinstance(tid, str) or tid not in tenants):
+        raise TokenError(
+            f"token tenant (tid) is not one of the allowed tenants {describe(tuple(tenants))}",
+            reason="tenant_not_allowed",
+        )
+    if claim_values:
+        _check_claim_values(claims, claim_values)
     return claims
+
+
+def check_key_issuer(claims: Mapping[str, Any], key_issuer: str, registered: Sequence[str]) -> None:
+    """A key published with its own ``issuer`` member (Entra ID's) verifies only that issuer's tokens.
+
+    The key's issuer, with the token's ``tid`` in a ``{tenantid}`` placeholder, must equal the
+    token's ``iss``; or ``iss`` names the token's tenant as a path segment and one of the
+    ``registered`` issuers, filled the same way, equals the key's: an Entra v1 token
+    (``https://sts.windows.net/{tid}/``) is signed by keys that name the v2 issuer. Microsoft's own
+    validator (``EnableAadSigningKeyIssuerValidation``) applies the same rule.
+
+    Raises:
+        TokenError: reason ``issuer_mismatch``.
+    """
+    tid, iss = claims.get("tid"), claims.get("iss")
+    effective = filled(key_issuer, tid)
+    if effective is not None and effective == iss:
+        return
+    # another form of the same tenant's issuer: iss names the tenant, and the registration's issuer
+    # for that tenant is the key's
+    if (
+        effective is not None
+        and is_tenant_id(tid)
+        and isinstance(iss, str)
+        and tid in iss.split("/")
+        and any(filled(issuer, tid) == effective for issuer in registered)
+    ):
+        return
+    raise TokenError(
+        f"token issuer does not match the issuer its signing key is published for ({describe((key_issuer,))})",
+        reason="issuer_mismatch",
+    )
+
+
+def _check_issuer(iss: object, tid: object, expected: str | Sequence[str]) -> None:
+    if isinstance(expected, str):
+        if issuer_matches(expected, iss, tid):
+            return
+        wanted: Sequence[str] = (expected,)
+    elif any(issuer_matches(each, iss, tid) for each in expected):
+        return
+    else:
+        wanted = expected
+    if iss is _ABSENT:
+        raise TokenError(f"token lacks iss, which must match {_one_of('issuer', wanted)}", reason="issuer_mismatch")
+    raise TokenError(f"token issuer does not match {_one_of('issuer', wanted)}", reason="issuer_mismatch")
+
+
+def _check_claim_values(claims: Mapping[str, Any], accepted: Mapping[str, Sequence[str]]) -> None:
+    """Each listed claim must hold an accepted string; an array matches when any element does, as
+    ``aud`` does (RFC 7519 §4.1.3). Values of other types never match: nothing is coerced."""
+    for name, values in accepted.items():
+        value = claims.get(name, _ABSENT)
+        if value is _ABSENT:
+            raise TokenError(f"token lacks the required claim {name!r}", reason="missing_claim")
+        if isinstance(value, str):
+            if value in values:
+                continue
+        elif isinstance(value, list) and any(isinstance(v, str) and v in values for v in value):
+            continue
+        raise TokenError(
+            f"token claim {name!r} does not hold {_one_of('value', values, accepted=True)}", reason="claim_mismatch"
+        )
+
+
+def _one_of(noun: str, values: Sequence[str], *, accepted: bool = False) -> str:
+    """``the expected issuer 'x'`` or ``one of the expected issuers 'x', 'y'``, from configuration."""
+    kind = "accepted" if accepted else "expected"
+    if not values:
+        return f"any {kind} {noun} (none is {kind})"
+    if len(values) == 1:
+        return f"the {kind} {noun} {describe(values)}"
+    return f"one of the {kind} {noun}s {describe(values)}"
 
 
 def _decode_claims(segment: bytes) -> dict[str, Any]:
@@ -323,4 +415,8 @@ def _check_audience(aud: object, expected: str | Sequence[str] | None) -> None:
         return
     wanted = (expected,) if isinstance(expected, str) else tuple(expected)
     if not any(a in wanted for a in values):
-        raise TokenError("token audience does not match", reason="audience_mismatch")
+        what = _one_of("audience", wanted)
+        message = (
+            f"token lacks aud, which must match {what}" if aud is _ABSENT else f"token audience does not match {what}"
+        )
+        raise TokenError(message, reason="audience_mismatch")

@@ -17,6 +17,7 @@ from ._config import ProviderConfig
 from ._errors import FetchError, InvalidJwksError, SecurityError
 from ._fetch import Fetcher, FetchResult
 from ._freshness import compute_freshness, conditional_headers
+from ._issuers import discovery_accepts
 from ._jose import TableCache
 from ._published import Published
 from ._retry import with_retries
@@ -173,7 +174,13 @@ class Refresher:
         )
 
     async def _resolve_jwks_url(self, background: bool) -> str:
-        """OIDC Discovery 1.0 §4: the configured issuer must equal the document's, byte for byte."""
+        """OIDC Discovery 1.0 §4.3: the configured issuer must equal the document's, byte for byte.
+
+        One exception, for multi-tenant endpoints (Entra ID's ``common``, ``organizations`` and
+        ``consumers``): their documents name a template, the configured issuer with that path
+        segment replaced by ``{tenantid}`` and every other byte equal. Tokens are then checked
+        against the template filled with their ``tid`` (see :mod:`._issuers`).
+        """
         if self._config.jwks_url is not None:
             return self._config.jwks_url
         found = self._discovered
@@ -191,9 +198,10 @@ class Refresher:
             raise InvalidJwksError(f"{url}: discovery document: {exc}", url=url) from exc
         except msgspec.DecodeError as exc:
             raise InvalidJwksError(f"{url}: discovery document is not JSON: {exc}", url=url) from exc
-        if doc.issuer != issuer:
+        if not discovery_accepts(issuer, doc.issuer):
             raise SecurityError(
-                f"{url}: discovery issuer {doc.issuer!r} does not match the configured issuer {issuer!r}", url=url
+                f"{url}: discovery issuer {doc.issuer[:200]!r} does not match the configured issuer {issuer!r}",
+                url=url,
             )
         check_url(doc.jwks_uri, self._policy)
         cfg = self._config

@@ -21,8 +21,9 @@ from ._clock import Clock, SystemClock
 from ._config import ProviderConfig
 from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError, TokenError
 from ._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES, Fetcher
+from ._issuers import multi_tenant_forms, registration_issuers, template_problem
 from ._jose import ALLOWED_DEFAULT, KeyEntry, TableCache
-from ._jws import HeaderCache, ParsedJws, check_alg, check_claims, parse_jws, verify_signature
+from ._jws import HeaderCache, ParsedJws, check_alg, check_claims, check_key_issuer, parse_jws, verify_signature
 from ._models import ProviderStatus, Snapshot, StoreStatus
 from ._persistence import Persistence
 from ._provider import Provider, ProviderHost
@@ -536,15 +537,20 @@ class Registry(anyio.AsyncContextManagerMixin):
         tenant: str,
         provider: str,
         audience: str | Sequence[str] | None = None,
-        issuer: str | None = None,
+        issuer: str | Sequence[str] | None = None,
         leeway: float = 0.0,
     ) -> dict[str, Any]:
         """Verify a compact JWS/JWT against the provider's keys and return its claims.
 
         The algorithm must be in the provider's allowlist (asymmetric only) and fit the key's type
-        and curve, so alg confusion is impossible. ``audience`` and ``issuer`` default to the
-        registration's; a token carrying ``aud`` is refused when no audience is expected (RFC 7519
-        §4.1.3). A bad signature under a known kid triggers one throttled refresh and one retry.
+        and curve, so alg confusion is impossible. ``audience`` defaults to the registration's; a
+        token carrying ``aud`` is refused when no audience is expected (RFC 7519 §4.1.3).
+        ``issuer`` (one or several, ``{tenantid}`` templates allowed) replaces the registration's
+        issuers: its ``issuer``, that issuer's tenant template for a multi-tenant endpoint, and
+        ``accepted_issuers``. The registration's ``allowed_tenant_ids``, ``required_claims`` and
+        ``claim_values`` always apply, and a key published with its own ``issuer`` verifies only
+        that issuer's tokens. A bad signature under a known kid triggers one throttled refresh and
+        one retry.
 
         Raises:
             TokenError: the token failed (``.reason`` says why; never the claims).
@@ -553,6 +559,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         """
         if not (math.isfinite(leeway) and leeway >= 0):
             raise ConfigError(f"leeway must be a finite number >= 0 (got {leeway!r})")
+        expected_iss = _issuer_argument(issuer) if issuer is not None else None
         found = self._provider(tenant, provider)
         parsed = parse_jws(token, header_cache=self._header_cache)
         # written out in one frame (a helper per try would cost every verify a coroutine): the
@@ -571,10 +578,12 @@ class Registry(anyio.AsyncContextManagerMixin):
                     found.hits += 1  # warm: no await, as get_key
                 else:
                     candidates = await found.candidates(parsed.kid, parsed.alg)
-                if not _verifies(parsed, candidates):
+                signer = _signer(parsed, candidates)
+                if signer is None:
                     if parsed.kid is None or not await found.refresh_after_bad_signature():
                         raise TokenError("signature verification failed", reason="bad_signature")
-                    if not _verifies(parsed, await found.candidates(parsed.kid, parsed.alg, counted=False)):
+                    signer = _signer(parsed, await found.candidates(parsed.kid, parsed.alg, counted=False))
+                    if signer is None:
                         raise TokenError("signature verification failed", reason="bad_signature")
                 break
             except NotRegisteredError:
@@ -582,17 +591,28 @@ class Registry(anyio.AsyncContextManagerMixin):
                 if successor is None or replacements == _REPLACED_ROUNDS:
                     raise
                 found = successor
+        assert signer is not None  # every round breaks with a signer or raises
         expected_aud = audience if audience is not None else cfg.audience
+        if expected_iss is None:  # the registration's; none configured means iss is not checked
+            expected_iss = registration_issuers(cfg.issuer, cfg.accepted_issuers) or None
         claims = check_claims(
             parsed,
             now=self._clock.time(),
             leeway=leeway,
             audience=expected_aud,
-            issuer=issuer if issuer is not None else cfg.issuer,
+            issuer=expected_iss,
             required=cfg.required_claims,
+            tenants=cfg.allowed_tenant_ids,
+            claim_values=cfg.claim_values,
         )
         if expected_aud is None and "aud" in claims:
-            raise TokenError("token has an audience but none is expected", reason="audience_mismatch")
+            raise TokenError(
+                "token has an audience but none is expected (set ProviderConfig.audience or pass audience=)",
+                reason="audience_mismatch",
+            )
+        if signer.issuer is not None:
+            registered = (cfg.issuer, *multi_tenant_forms(cfg.issuer)) if cfg.issuer is not None else ()
+            check_key_issuer(claims, signer.issuer, registered)
         return claims
 
     async def resolve(self, tenant: str, provider: str) -> Any:
@@ -657,9 +677,28 @@ def _kept_set(old: Provider, config: ProviderConfig, refresher: Refresher) -> Pu
     )
 
 
-def _verifies(parsed: ParsedJws, candidates: tuple[KeyEntry, ...]) -> bool:
-    # candidates fit the alg already (KeyTable.candidates)
-    return any(verify_signature(parsed, entry, fitted=True) for entry in candidates)
+def _signer(parsed: ParsedJws, candidates: tuple[KeyEntry, ...]) -> KeyEntry | None:
+    """The key whose signature verifies, None if none does; candidates fit the alg already
+    (KeyTable.candidates). The key is kept: one published with an ``issuer`` restricts the token."""
+    for entry in candidates:
+        if verify_signature(parsed, entry, fitted=True):
+            return entry
+    return None
+
+
+def _issuer_argument(issuer: object) -> tuple[str, ...]:
+    """``verify(issuer=...)`` checked: strings only, ``{tenantid}`` only as a whole path segment."""
+    if isinstance(issuer, str):
+        issuers: tuple[str, ...] = (issuer,)
+    elif isinstance(issuer, Sequence) and all(isinstance(each, str) for each in issuer):
+        issuers = tuple(issuer)
+    else:
+        raise ConfigError(f"issuer must be a str or a sequence of str (got {issuer!r})")
+    for each in issuers:
+        problem = template_problem(each)
+        if problem is not None:
+            raise ConfigError(f"issuer {problem} (got {each!r})")
+    return issuers
 
 
 def _check_arguments(**arguments: object) -> None:

@@ -139,6 +139,10 @@ WRONG_TYPES: list[tuple[str, object]] = [
     ("algorithms", ["RS256", None]),
     ("audience", ["api"]),
     ("required_claims", "exp"),
+    ("accepted_issuers", "accounts.google.com"),
+    ("allowed_tenant_ids", ["tid", 7]),
+    ("claim_values", {"client_id": "abc"}),  # a str is not a tuple of accepted values
+    ("claim_values", {"client_id": [1]}),
     ("max_keys", True),
     ("labels", {"team": 1}),
     ("labels", [("team", "auth")]),

@@ -103,7 +103,8 @@ class LocalIdentityProvider:
 
     ``async with LocalIdentityProvider() as idp:`` listens on an ephemeral port; the JWKS is at
     :attr:`jwks_url` (also at ``/r/{n}``, the hops of :meth:`redirect`) and discovery at
-    :attr:`discovery_url`. Knobs (``cache_control``, ``expires``, ``extra_headers``,
+    :attr:`discovery_url` (and under any path, for issuers with one: ``/common/v2.0/.well-known/...``).
+    Knobs (``cache_control``, ``expires``, ``extra_headers``,
     ``etag_enabled``, ``last_modified_enabled``, ``content_type``, ``content_length``) and
     faults apply to JWKS responses; :meth:`recover` resets all of them but not the keys, the
     counters or the request log. TLS needs the ``trustme`` package.
@@ -297,9 +298,11 @@ class LocalIdentityProvider:
         self._touch()
         return kid
 
-    def add_key(self, *, alg: str | None = None, kid: str | None = None) -> str:
-        """Publish a new key; returns its kid."""
-        kid = self._keyring.add_key(alg=alg, kid=kid)
+    def add_key(
+        self, *, alg: str | None = None, kid: str | None = None, members: Mapping[str, Any] | None = None
+    ) -> str:
+        """Publish a new key; returns its kid. ``members`` go into its JWK as well (an ``issuer``, say)."""
+        kid = self._keyring.add_key(alg=alg, kid=kid, members=members)
         self._touch()
         return kid
 
@@ -469,7 +472,7 @@ class LocalIdentityProvider:
         hop = request.path.removeprefix(_REDIRECT_PREFIX)
         if request.path.startswith(_REDIRECT_PREFIX) and _is_decimal(hop, max_digits=5):
             return await self._serve_jwks(request, hop=int(hop))
-        if request.path == _DISCOVERY_PATH:
+        if request.path.endswith(_DISCOVERY_PATH):  # any issuer path: {issuer}/.well-known/...
             self.discovery_count += 1
             body = json.dumps(self.discovery_document).encode()
             return _Response(200, [("Content-Type", "application/json")], body)

@@ -100,6 +100,7 @@ class KeyRing:
         self.alg = alg
         self.version = 0
         self._keys: dict[str, SigningKey] = {}
+        self._members: dict[str, dict[str, Any]] = {}  # kid -> extra public members to publish
         self._published: list[str] = []
         self._serial = 0
         self._released = False
@@ -118,8 +119,14 @@ class KeyRing:
         except KeyError:
             raise KeyNotFoundError(f"no key with kid {kid!r} in this key ring") from None
 
-    def add_key(self, *, alg: str | None = None, kid: str | None = None) -> str:
-        """Generate and publish a new key; returns its kid (``key-N`` unless given)."""
+    def add_key(
+        self, *, alg: str | None = None, kid: str | None = None, members: Mapping[str, Any] | None = None
+    ) -> str:
+        """Generate and publish a new key; returns its kid (``key-N`` unless given).
+
+        ``members`` are published in the key's JWK beside the generated ones, e.g.
+        ``{"issuer": "https://login.microsoftonline.com/{tenantid}/v2.0"}`` as Entra ID publishes.
+        """
         if kid is None:
             self._serial += 1
             kid = f"key-{self._serial}"
@@ -129,6 +136,8 @@ class KeyRing:
         elif kid in self._keys:
             raise ConfigError(f"kid {kid!r} is already in the key ring")
         self._keys[kid] = generate_key(alg or self.alg, kid)
+        if members:
+            self._members[kid] = dict(members)
         self._published.append(kid)
         self.version += 1
         return kid
@@ -164,7 +173,9 @@ class KeyRing:
 
     def public_jwks(self) -> KeySetSerialization:
         """The JWK Set document of the published keys, public members only."""
-        return {"keys": [self._keys[kid].as_dict(private=False) for kid in self._published]}
+        return {
+            "keys": [self._keys[kid].as_dict(private=False) | self._members.get(kid, {}) for kid in self._published]
+        }
 
     def mint(
         self,
