@@ -33,6 +33,7 @@ log = logging.getLogger("jwks_cache")
 _NOTHING_MADE: Final[dict[str, Any]] = {}  # before the first set; never written (tables fill their own)
 _WAIT_MARGIN = 1.0  # seconds a flight gets beyond its retry deadlines before it is cut off
 _SHOWN_KID_CHARS: Final = 64  # of an untrusted kid quoted in an error message
+_REFRESH_ROUNDS: Final = 3  # flights refresh() joins or starts before it settles for what it has
 
 
 class ProviderHost:
@@ -67,13 +68,16 @@ class ProviderHost:
 class _Flight:
     """One shared fetch; waiters hold a reference and read the outcome after ``done``."""
 
-    __slots__ = ("background", "conditional", "deadline", "done", "error", "ok")
+    __slots__ = ("background", "conditional", "deadline", "done", "error", "ok", "since")
 
-    def __init__(self, deadline: float, conditional: bool, background: bool) -> None:
+    def __init__(self, deadline: float, conditional: bool, background: bool, since: float | None = None) -> None:
         self.done = anyio.Event()
         self.deadline = deadline
         self.conditional = conditional
         self.background = background  # started by the scheduler, counted against its bound
+        # fleet mode: the wall-clock time the set must be at least as new as (refresh(), unknown
+        # kids); None for the scheduler's refreshes, which the fleet's latest set satisfies
+        self.since = since
         self.error: JwksCacheError | None = None
         self.ok = False
 
@@ -205,13 +209,13 @@ class Provider:
 
     # -- single flight ---------------------------------------------------------------------------
 
-    def start_flight(self, *, conditional: bool, background: bool = False) -> _Flight:
+    def start_flight(self, *, conditional: bool, background: bool = False, since: float | None = None) -> _Flight:
         if self.flight is not None:
             return self.flight
         if self.closed:
             raise self._closed_error()
         deadline = self._clock.monotonic() + self._flight_budget()
-        flight = self.flight = _Flight(deadline, conditional, background)
+        flight = self.flight = _Flight(deadline, conditional, background, since)
         try:
             self._host.spawn(
                 self._fly, flight, name=f"jwks-cache fetch {self._name}", on_failure=self._record_task_failure
@@ -307,7 +311,11 @@ class Provider:
         """
         fleet = self._host.fleet
         if fleet is not None:
-            adopted = await fleet.adopt_or_lease(self, unconditional=not flight.conditional)
+            # the flight's first retry deadline is for waiting on another instance; the rest is ours
+            wait_until = flight.deadline - self._flight_budget() + self.config.retry.deadline
+            adopted = await fleet.adopt_or_lease(
+                self, unconditional=not flight.conditional, since=flight.since, wait_until=wait_until
+            )
             if adopted is not None:
                 return adopted, False
         published = await self.refresher.fetch(
@@ -450,8 +458,12 @@ class Provider:
         return table.jwk(entry)
 
     async def refresh_for_unknown_kid(self, kid: str, alg: str | None) -> KeyEntry:
-        """At most one refresh per cooldown for kids the set lacks; the rest fail at once."""
-        now = self._clock.monotonic()
+        """At most one refresh per cooldown for kids the set lacks; the rest fail at once.
+
+        A kid is remembered as absent only when a set at least as new as the lookup lacks it: in
+        fleet mode the set we hold may predate a rotation another instance is fetching right now.
+        """
+        now, started = self._clock.monotonic(), self._clock.time()
         cooldown = self.cooldown
         if cooldown.recently_absent(kid, now):
             return self._reject(kid)
@@ -466,7 +478,7 @@ class Provider:
                 entry = _pick(pub.table, kid, alg) if pub is not None else None
                 if entry is not None:
                     return entry
-            flight = self.flight or self.start_flight(conditional=False)
+            flight = self.flight or self.start_flight(conditional=False, since=started)
         elif self.flight is not None:
             flight = self.flight  # a refresh is already on its way: share it rather than fail
         else:
@@ -479,7 +491,8 @@ class Provider:
         pub = self.published
         entry = _pick(pub.table, kid, alg) if pub is not None else None
         if entry is None:
-            cooldown.remember_absent(kid, self._clock.monotonic())
+            if pub is not None and pub.wall_fetched_at >= started:
+                cooldown.remember_absent(kid, self._clock.monotonic())
             return self._reject(kid)
         return entry
 
@@ -514,7 +527,7 @@ class Provider:
             return False
         self.cooldown.note_refresh(now)
         try:
-            await self.wait(self.flight or self.start_flight(conditional=False))
+            await self.wait(self.flight or self.start_flight(conditional=False, since=self._clock.time()))
         except (FetchError, SecurityError):
             return False
         return True
@@ -525,8 +538,18 @@ class Provider:
         raise KeyNotFoundError(f"{self._name}: no usable key with kid {_shown(kid)}")
 
     async def refresh(self) -> None:
-        """Join the fetch in progress or start a conditional one; raise its error."""
-        await self.wait(self.flight or self.start_flight(conditional=True))
+        """Join the fetch in progress or start a conditional one; raise its error.
+
+        Returns with a set at least as new as the call. In fleet mode a joined flight may end
+        without one (a due refresh content with the fleet's set, an unknown-kid flight that found
+        the fleet's answer): then a flight of our own asks for one.
+        """
+        since = self._clock.time()
+        for _ in range(_REFRESH_ROUNDS):
+            await self.wait(self.flight or self.start_flight(conditional=True, since=since))
+            pub = self.published
+            if self._host.fleet is None or (pub is not None and pub.wall_fetched_at >= since):
+                return
 
     @property
     def _name(self) -> str:

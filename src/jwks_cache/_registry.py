@@ -633,7 +633,8 @@ class Registry(anyio.AsyncContextManagerMixin):
         Raises:
             NotRegisteredError, RegistryClosedError.
         """
-        self._provider(tenant, provider).start_flight(conditional=True)  # joins the one in flight, if any
+        # joins the one in flight, if any; in fleet mode a new one asks for a set as new as the call
+        self._provider(tenant, provider).start_flight(conditional=True, since=self._clock.time())
 
     def status(self, tenant: str, provider: str) -> ProviderStatus:
         return provider_status(self._provider(tenant, provider), self._clock)

@@ -10,12 +10,13 @@ import anyio
 import pytest
 from tests.helpers import PROVIDER, QUICK_RETRY, TENANT, config_for, loopback_registry
 
-from jwks_cache import KeyNotFoundError, Registry, RetryPolicy
+from jwks_cache import JwksCacheError, KeyNotFoundError, Registry, RetryPolicy
 from jwks_cache.redis import RedisStore
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 from redis_servers import coredis_outage
 
 INSTANCES = 20
+RELAXED_REDIS_TIMEOUT = 3.0  # seconds
 
 
 async def _fleet(
@@ -155,3 +156,105 @@ async def test_an_unknown_kid_sprayed_at_every_instance_costs_one_fleet_wide_ref
                 with pytest.raises(KeyNotFoundError):
                     await reg.get_key(TENANT, PROVIDER, "bogus")
             assert idp.request_count - before == 1
+
+
+class _DeafRedisStore(RedisStore):
+    """A fleet member whose notices never arrive (a listener forever reconnecting): it must poll."""
+
+    async def listen(self, on_notice: Any, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        await anyio.sleep_forever()
+
+
+async def _fleet_of(stack: AsyncExitStack, url: str, namespace: str, *, count: int, deaf: int = 0) -> list[Registry]:
+    """``count`` registries sharing one Redis; the first ``deaf`` of them never hear a notice."""
+    registries = []
+    for index in range(count):
+        kind = _DeafRedisStore if index < deaf else RedisStore
+        # a Redis call timing out on a loaded machine means "fetch locally": give it room
+        store = kind(url, namespace=namespace, shared=True, timeout=RELAXED_REDIS_TIMEOUT)
+        registries.append(await stack.enter_async_context(loopback_registry(store=store)))
+    return registries
+
+
+async def _verify_everywhere_at_once(registries: list[Registry], tokens: list[str]) -> list[BaseException]:
+    refused: list[BaseException] = []
+
+    async def verify(reg: Registry, token: str) -> None:
+        try:
+            await reg.verify(token, tenant=TENANT, provider=PROVIDER)
+        except JwksCacheError as exc:
+            refused.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for reg in registries:
+            for token in tokens:
+                tg.start_soon(verify, reg, token)
+    return refused
+
+
+@pytest.mark.parametrize("deaf", [0, 5], ids=["notices-heard", "notices-lost"])
+async def test_a_rotated_key_is_accepted_by_every_instance_at_once_with_one_fleet_wide_fetch(
+    redis_server: Any, redis_namespace: str, deaf: int
+) -> None:
+    with anyio.fail_after(20):
+        async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
+            registries = await _fleet_of(stack, redis_server.url, redis_namespace, count=6, deaf=deaf)
+            await _cold_lookups(idp, registries, unknown_kid_cooldown=30.0)
+            before = idp.request_count
+            new = idp.rotate()
+            tokens = [idp.mint({"sub": f"user-{n}"}, kid=new) for n in range(5)]
+            started = anyio.current_time()
+            refused = await _verify_everywhere_at_once(registries, tokens)
+            assert refused == []  # no instance refuses the new key because another one was fetching it
+            assert idp.request_count - before <= 2
+            # a lost notice costs a poll interval (plus the holder's fetch): neither a cooldown (30 s)
+            # nor the wait's bound followed by fetches of their own (one 8 s retry deadline)
+            assert anyio.current_time() - started < RetryPolicy().deadline / 2
+            for reg in registries:  # and nothing was remembered as absent
+                assert reg.get_key_nowait(TENANT, PROVIDER, new).kid == new
+
+
+async def test_refresh_returns_with_a_set_newer_than_the_call_while_another_instance_holds_the_lease(
+    redis_server: Any, redis_namespace: str
+) -> None:
+    with anyio.fail_after(20):
+        async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
+            first, second = await _fleet_of(stack, redis_server.url, redis_namespace, count=2)
+            await _cold_lookups(idp, [first])  # first holds the refresh lease for the period
+            await second.register(config_for(idp))  # restored from the store: no fetch of its own
+            assert idp.request_count == 1
+            new = idp.rotate()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(first.refresh, TENANT, PROVIDER)
+                tg.start_soon(second.refresh, TENANT, PROVIDER)
+            assert first.get_key_nowait(TENANT, PROVIDER, new).kid == new
+            assert second.get_key_nowait(TENANT, PROVIDER, new).kid == new
+            assert idp.request_count == 2  # one fetch serves both calls
+
+            newest = idp.rotate()  # refresh() on the second instance alone: it fetches
+            await second.refresh(TENANT, PROVIDER)
+            assert second.get_key_nowait(TENANT, PROVIDER, newest).kid == newest
+            assert idp.request_count == 3
+
+
+@pytest.mark.parametrize("deaf", [0, 1], ids=["notices-heard", "notices-lost"])
+async def test_refresh_adopts_the_fetch_another_instance_has_in_flight(
+    redis_server: Any, redis_namespace: str, deaf: int
+) -> None:
+    with anyio.fail_after(20):
+        async with LocalIdentityProvider() as idp, AsyncExitStack() as stack:
+            waiter, fetcher = await _fleet_of(stack, redis_server.url, redis_namespace, count=2, deaf=deaf)
+            await _cold_lookups(idp, [fetcher])
+            await waiter.register(config_for(idp))
+            new = idp.rotate()
+            idp.stall(math.inf)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fetcher.refresh, TENANT, PROVIDER)
+                with anyio.fail_after(RetryPolicy().deadline / 2):  # refresh() goes upstream now, not later
+                    await idp.wait_for_requests(2)  # the fetcher's request hangs at the identity provider
+                tg.start_soon(waiter.refresh, TENANT, PROVIDER)
+                await anyio.sleep(0.05)  # the waiter finds the lease taken and waits for its holder
+                idp.recover()
+            assert waiter.get_key_nowait(TENANT, PROVIDER, new).kid == new
+            assert idp.request_count == 2  # the waiter adopted the fetcher's set

@@ -157,6 +157,22 @@ async def test_lease_is_exclusive_released_only_by_its_owner_and_expires(target:
             assert late != again
 
 
+async def test_lease_age_dates_the_current_holder_and_nobody_else(target: Target) -> None:
+    with anyio.fail_after(10):
+        async with target.store(shared=True) as first, target.store(shared=True) as second, target.raw() as raw:
+            assert await second.lease_age("acme", "google", purpose="unknown-kid") is None  # nobody holds it
+            token = await first.acquire_lease("acme", "google", ttl=30, purpose="unknown-kid")
+            assert token is not None
+            age = await second.lease_age("acme", "google", purpose="unknown-kid")
+            assert age is not None and 0.0 <= age < 5.0
+            assert await second.lease_age("acme", "google") is None  # the periodic lease is another key
+            # a holder whose token does not carry the lease's lifetime (an older release) cannot be dated
+            await raw.set(first.lease_key("acme", "google"), b"0123abcd", px=30_000)
+            assert await second.lease_age("acme", "google") is None
+            await first.release_lease("acme", "google", token, purpose="unknown-kid")
+            assert await second.lease_age("acme", "google", purpose="unknown-kid") is None
+
+
 async def test_publish_reaches_other_listeners_but_not_its_own(target: Target) -> None:
     received: list[tuple[str, str]] = []
     arrived = anyio.Event()

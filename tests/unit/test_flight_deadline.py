@@ -110,7 +110,7 @@ class _HangingFleet:
     def __init__(self) -> None:
         self.published = 0
 
-    async def adopt_or_lease(self, provider: Any, *, unconditional: bool) -> None:
+    async def adopt_or_lease(self, provider: Any, **_: Any) -> None:
         return None  # we hold the lease: fetch upstream
 
     async def after_upstream_fetch(self, provider: Any, published: Any) -> None:

@@ -67,6 +67,12 @@ class SharedStore(SnapshotStore, Protocol):
 
     ``shared`` says whether the owner should use the fleet primitives at all; a store may implement
     them and still be configured for local use only.
+
+    Optionally, ``async def lease_age(tenant, provider, *, purpose="refresh") -> float | None``: the
+    seconds since the current holder took the lease (``None``: nobody holds it, or it cannot be
+    dated). It is not part of the protocol, so stores written before it still qualify; without it,
+    an instance waiting on another's unknown-kid or ``refresh()`` fetch cannot tell whether that
+    fetch landed already and waits (bounded) for a set as new as its own lookup instead.
     """
 
     shared: bool

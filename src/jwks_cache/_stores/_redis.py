@@ -58,6 +58,12 @@ _RELEASE_SCRIPT: Final = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+# a lease's value and its remaining lifetime, read together (a GET then a PTTL could straddle its expiry)
+_LEASE_SCRIPT: Final = """
+local value = redis.call('get', KEYS[1])
+if not value then return false end
+return {value, redis.call('pttl', KEYS[1])}
+"""
 
 
 def _closing_connection_class(base: type[Any]) -> type[Any]:
@@ -340,7 +346,8 @@ class RedisStore(ClosesOnExit):
         """
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= MAX_SECONDS:
             raise StoreError(f"lease ttl must be > 0 and <= {MAX_SECONDS:g} seconds (got {ttl!r})")
-        key, token, ttl_ms = self.lease_key(tenant, provider, purpose), secrets.token_hex(16), max(1, int(ttl * 1000))
+        key, ttl_ms = self.lease_key(tenant, provider, purpose), max(1, int(ttl * 1000))
+        token = f"{secrets.token_hex(16)}/{ttl_ms}"  # the lifetime rides along, so lease_age can tell the age
         acquired = await self._call("SET NX", lambda: self._set_nx(key, token, ttl_ms))
         return token if acquired else None
 
@@ -348,6 +355,23 @@ class RedisStore(ClosesOnExit):
         from coredis import PureToken
 
         return bool(await self._client.set(key, token, condition=PureToken.NX, px=ttl_ms))
+
+    async def lease_age(self, tenant: str, provider: str, *, purpose: str = "refresh") -> float | None:
+        """Seconds since the current holder took the lease, on Redis' clock; ``None`` when nobody holds
+        it (or a holder of an older release, whose token does not carry the lease's lifetime).
+
+        Lets a fleet member that did not get the lease tell whether the holder's fetch can have
+        landed yet: a snapshot fetched before the lease was taken cannot be the holder's.
+        """
+        key = self.lease_key(tenant, provider, purpose)
+        found = await self._call("EVAL (lease age)", lambda: self._client.eval(_LEASE_SCRIPT, keys=[key], args=[]))
+        if not found:
+            return None
+        value, remaining_ms = found
+        _, _, ttl_text = bytes(value).decode(errors="replace").rpartition("/")
+        if not ttl_text.isascii() or not ttl_text.isdigit() or int(remaining_ms) < 0:
+            return None
+        return max(0.0, (int(ttl_text) - int(remaining_ms)) / 1000)
 
     async def release_lease(self, tenant: str, provider: str, token: str, *, purpose: str = "refresh") -> None:
         """Delete the lease only while ``token`` owns it (compare-and-delete in Lua)."""
