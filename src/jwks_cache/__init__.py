@@ -3,11 +3,13 @@
 Everything public is re-exported here; the modules behind it are private.
 """
 
+from ._access import require_roles, require_scopes, roles_of, scopes_of
 from ._clock import Clock, SystemClock
 from ._config import ProviderConfig, RetryPolicy
 from ._errors import (
     ConfigError,
     FetchError,
+    InsufficientScopeError,
     InvalidJwksError,
     JwksCacheError,
     KeyNotFoundError,
@@ -28,6 +30,7 @@ __all__ = [
     "ConfigError",
     "FetchError",
     "FileStore",
+    "InsufficientScopeError",
     "InvalidJwksError",
     "JwksCacheError",
     "KeyNotFoundError",
@@ -49,4 +52,8 @@ __all__ = [
     "SystemClock",
     "TokenError",
     "__version__",
+    "require_roles",
+    "require_scopes",
+    "roles_of",
+    "scopes_of",
 ]

@@ -11,6 +11,7 @@
     ├── NotRegisteredError     no such tenant/provider registration
     ├── KeyNotFoundError       the set has no usable key for that kid
     ├── TokenError             a token failed verification (.reason); never carries claims
+    │   └── InsufficientScopeError  a valid token lacks a required scope or role (HTTP 403)
     ├── RegistryClosedError    the Registry is not open
     └── StoreError             persistence failed; logged, never raised to lookups
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "FetchError",
+    "InsufficientScopeError",
     "InvalidJwksError",
     "JwksCacheError",
     "KeyNotFoundError",
@@ -103,6 +105,18 @@ class TokenError(JwksCacheError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class InsufficientScopeError(TokenError):
+    """The token verified, but lacks a scope or role the caller requires (RFC 6750 §3.1's
+    ``insufficient_scope``: a 403, where other token errors are a 401).
+
+    ``required`` names the missing scopes or roles; they come from configuration, never the token.
+    """
+
+    def __init__(self, message: str, *, required: tuple[str, ...]) -> None:
+        super().__init__(message, reason="insufficient_scope")
+        self.required = required
 
 
 class RegistryClosedError(JwksCacheError):

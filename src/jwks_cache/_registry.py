@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import random
@@ -17,7 +18,7 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from ._boundary import run_once, run_supervised
-from ._clock import Clock, SystemClock
+from ._clock import Clock, SystemClock, move_on_at
 from ._config import ProviderConfig
 from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError, TokenError
 from ._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES, Fetcher
@@ -636,6 +637,31 @@ class Registry(anyio.AsyncContextManagerMixin):
         # joins the one in flight, if any; in fleet mode a new one asks for a set as new as the call
         self._provider(tenant, provider).start_flight(conditional=True, since=self._clock.time())
 
+    async def warm(self, *, max_wait: float = 10.0) -> list[ProviderStatus]:
+        """Wait, at most ``max_wait`` seconds (on the registry's clock), until every registered provider has usable keys.
+
+        For a service's start-up: serve only once the keys are in (restored from the store or
+        fetched now), so the first requests never wait on an identity provider, and never wait
+        forever for one that is down. Providers without keys are fetched as a cold lookup would
+        (single-flight, sharing a refresh already in flight); a provider's failure is not raised.
+
+        Returns:
+            The status of each provider still without usable keys: empty when all are warm.
+        """
+        self._check_open()
+        if not (math.isfinite(max_wait) and max_wait >= 0):
+            raise ConfigError(f"max_wait must be a finite number >= 0 (got {max_wait!r})")
+        with move_on_at(self._clock, self._clock.monotonic() + max_wait):
+            async with anyio.create_task_group() as tg:
+                for found in list(self._providers.values()):
+                    if not self._usable(found):
+                        tg.start_soon(_warm_one, found)
+        return [provider_status(p, self._clock) for p in self._providers.values() if not self._usable(p)]
+
+    def _usable(self, found: Provider) -> bool:
+        pub = found.published
+        return pub is not None and self._monotonic() < pub.stale_until
+
     def status(self, tenant: str, provider: str) -> ProviderStatus:
         return provider_status(self._provider(tenant, provider), self._clock)
 
@@ -676,6 +702,11 @@ def _kept_set(old: Provider, config: ProviderConfig, refresher: Refresher) -> Pu
         no_store=published.no_store,
         revalidated=published.revalidated,
     )
+
+
+async def _warm_one(found: Provider) -> None:
+    with contextlib.suppress(JwksCacheError):  # shows in its status; warm() reports who stayed cold
+        await found.table()
 
 
 def _signer(parsed: ParsedJws, candidates: tuple[KeyEntry, ...]) -> KeyEntry | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from typing import Any
 
 import anyio
 import pytest
@@ -754,3 +755,31 @@ async def test_reregistering_twenty_thousand_times_leaves_one_scheduler_entry() 
             assert idp.request_count == 1
             assert await reg.unregister(TENANT, PROVIDER)
             assert reg._scheduler.entries == 0
+
+
+async def test_warm_waits_for_every_providers_keys_and_reports_those_that_stayed_cold() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as up, LocalIdentityProvider() as down, loopback_registry(clock) as reg:
+            down.stall(math.inf)
+            await reg.register_many(
+                [config_for(up, tenant=f"up{i}") for i in range(3)]
+                + [config_for(down, tenant="down", retry=QUICK_RETRY)]
+            )
+            async with anyio.create_task_group() as tg:
+                cold: list[Any] = []
+
+                async def warm() -> None:
+                    cold.extend(await reg.warm(max_wait=5.0))
+
+                tg.start_soon(warm)
+                await up.wait_for_requests(1)
+                await clock.advance(5.0)  # the stalled one is still fetching when the wait ends
+            assert [s.tenant for s in cold] == ["down"]
+            assert all(reg.get_key_nowait(f"up{i}", PROVIDER, up.kids[0]) for i in range(3))
+            assert up.request_count == 3  # one fetch per provider: warm() joins the first fetches in flight
+            down.recover()
+            await clock.advance(5.0)
+            assert await reg.warm(max_wait=0.0) == []
+            with pytest.raises(ConfigError, match="max_wait"):
+                await reg.warm(max_wait=math.inf)
