@@ -49,7 +49,9 @@ def json_problem(data: bytes | bytearray | memoryview | str, bound: int = MAX_DE
     Brackets inside strings do not count. Never raises: bytes that are not JSON at all are left
     to the decoder to refuse.
     """
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    if type(data) is not bytes:  # tokens and documents are bytes: skip the conversions
+        data = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    raw: bytes = data
     if raw.count(b"[") + raw.count(b"{") <= bound:
         return None  # the hot path (every token, most documents): too few brackets to nest deeper
     if b"\\" in raw:
@@ -111,7 +113,7 @@ _SLOW: Final = -100  # a first byte the walk's table cannot settle alone
 def _first_byte_table() -> tuple[int, ...]:
     """For each first byte: the bytes after it (>= 0), -(children + 1) for a fixarray/fixmap, or _SLOW."""
     table = [_SLOW] * 256
-    for first in (*range(0x00, 0x80), *range(0xE0, 0x100), 0xC0, 0xC2, 0xC3):
+    for first in (*range(0x80), *range(0xE0, 0x100), 0xC0, 0xC2, 0xC3):
         table[first] = 0  # fixint, nil, false, true
     for first in range(0xA0, 0xC0):
         table[first] = first & 0x1F  # fixstr

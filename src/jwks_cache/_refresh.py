@@ -18,6 +18,7 @@ from ._errors import FetchError, InvalidJwksError, SecurityError
 from ._fetch import Fetcher, FetchResult
 from ._freshness import compute_freshness, conditional_headers
 from ._jose import TableCache
+from ._nesting import json_problem
 from ._published import Published
 from ._retry import with_retries
 from ._security import HopPolicy, check_url
@@ -185,6 +186,9 @@ class Refresher:
         result = await self._get(url, {}, _DISCOVERY_MAX_BYTES, background)
         if result.status != 200 or result.body is None:
             raise FetchError(f"GET {url}: unexpected HTTP {result.status} for discovery", url=url, status=result.status)
+        problem = json_problem(result.body)  # members we skip are decoded (recursively) all the same
+        if problem is not None:
+            raise InvalidJwksError(f"{url}: discovery document {problem}", url=url)
         try:
             doc = msgspec.json.decode(result.body, type=_DiscoveryDocument)
         except msgspec.ValidationError as exc:
