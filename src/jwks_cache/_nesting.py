@@ -91,7 +91,9 @@ def _brackets_too_deep(text: bytes, bound: int) -> bool:
 
 
 def _peak_above(signs: bytes, bound: int) -> bool:
-    """Whether a running sum of ``signs`` (+1/-1 bytes) passes ``bound``; summed in C, a chunk at a time."""
+    """Whether a running sum of ``signs`` (+1/-1 bytes), starting at 0, passes ``bound``; summed in C."""
+    if bound < 0:
+        return True
     depth = 0
     for start in range(0, len(signs), _CHUNK):
         chunk = array("b", signs[start : start + _CHUNK])
