@@ -29,6 +29,7 @@ from ._config import (
 )
 from ._errors import ConfigError
 from ._issuers import _TENANT_ID
+from ._nesting import json_problem
 from ._security import _MAX_URL_CHARS
 
 __all__ = ["REGISTRATION_RULES", "RETRY_RULES", "decode_registration", "invalid_registration"]
@@ -116,6 +117,9 @@ RETRY_RULES: Final[dict[str, dict[str, Any]]] = {
 
 def decode_registration(body: bytes, tenant: str, provider: str) -> ProviderConfig:
     """A ProviderConfig from a PUT body; tenant and provider come from the path (and must match if given)."""
+    problem = json_problem(body)
+    if problem is not None:
+        raise HttpProblem(400, f"the body {problem}")
     try:
         data: Any = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:

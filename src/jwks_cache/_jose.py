@@ -27,6 +27,7 @@ from joserfc.jwk import ECKey, JWKRegistry, Key, KeySet, OKPKey, RSAKey
 
 from ._config import ASYMMETRIC_ALGORITHMS
 from ._errors import InvalidJwksError
+from ._nesting import json_problem
 
 __all__ = ["ALLOWED_DEFAULT", "KeyEntry", "KeyTable", "SkippedKey", "TableCache", "key_fits_alg", "parse_jwks"]
 
@@ -71,7 +72,6 @@ _NAMES: Final[dict[str | None, str]] = {
 _RSA_MIN_BITS: Final = 2048
 _RSA_MAX_BITS: Final = 16384  # bigger moduli only make every verify slower
 _MAX_STRING_CHARS: Final = 16 * 1024
-_MAX_DEPTH: Final = 16  # a JWKS is 4 deep; the bound keeps the walk cheap and recursion-free
 _MAX_INT: Final = 2**63
 _CANDIDATE_CAP: Final = 10  # kid-less tokens try at most this many keys (signature checks are CPU)
 B64URL_CHARS: Final = re.compile(rb"[A-Za-z0-9_-]*")
@@ -263,8 +263,8 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return _Duplicated(obj) if len(obj) != len(pairs) else obj
 
 
-def decode_json(data: bytes, *, max_depth: int = _MAX_DEPTH, max_string: int = _MAX_STRING_CHARS) -> Any:
-    """Decode strict JSON with no duplicate member names, no huge numbers or strings.
+def decode_json(data: bytes, *, max_string: int = _MAX_STRING_CHARS) -> Any:
+    """Decode strict JSON with no duplicate member names, no deep nesting, no huge numbers or strings.
 
     msgspec is the strict RFC 8259 parser (invalid UTF-8, lone surrogates, NaN, out-of-range numbers
     are errors), but it keeps the last of duplicate members silently, and two parsers disagreeing on
@@ -272,33 +272,34 @@ def decode_json(data: bytes, *, max_depth: int = _MAX_DEPTH, max_string: int = _
     only stdlib way to see every member name, so it re-reads the (size-capped) input, but only when
     a duplicate is possible: every member name in the text is followed by a colon, so with no more
     colons than decoded members no name can repeat. Typical token headers skip the second pass.
+    Both parsers recurse, so the shared nesting bound is checked on the bytes before either runs.
     """
+    problem = json_problem(data)
+    if problem is not None:
+        raise JsonProblem("$", problem)
     try:
         tree = msgspec.json.decode(data)
-        members = _walk(tree, max_depth, max_string)
+        members = _walk(tree, max_string)
         if data.count(b":") > members:
-            _walk(json.loads(data.decode("utf-8"), object_pairs_hook=_pairs_hook), max_depth, max_string)
-    except RecursionError as exc:
-        raise JsonProblem("$", "nesting too deep") from exc
+            _walk(json.loads(data.decode("utf-8"), object_pairs_hook=_pairs_hook), max_string)
     except (msgspec.DecodeError, ValueError) as exc:
         raise JsonProblem("$", f"invalid JSON ({exc})") from exc
     return tree
 
 
-def _walk(tree: Any, max_depth: int, max_string: int) -> int:
-    """Check the limits iteratively (no recursion on hostile nesting); returns the member count.
+def _walk(tree: Any, max_string: int) -> int:
+    """Check the limits iteratively; returns the member count.
 
     Written for speed (restoring thousands of snapshots walks every one): strings, the common
     case, are checked inline, the object and array loops are written out separately rather than
     through a shared helper, which would cost a call per member, and a container's JSON path is
-    kept as a (parent, key) pair that becomes text only in an error message.
+    kept as a (parent, key) pair that becomes text only in an error message. Depth needs no check
+    here: :func:`decode_json` refused deep input before decoding it.
     """
     members = 0
-    stack: list[tuple[Any, _Path, int]] = [(tree, "$", 0)]
+    stack: list[tuple[Any, _Path]] = [(tree, "$")]
     while stack:
-        node, path, depth = stack.pop()
-        if depth > max_depth:
-            raise JsonProblem(_path_text(path), f"nesting deeper than {max_depth} levels")
+        node, path = stack.pop()
         if isinstance(node, dict):
             if isinstance(node, _Duplicated):
                 raise JsonProblem(_path_text(path), "duplicate member names")
@@ -310,7 +311,7 @@ def _walk(tree: Any, max_depth: int, max_string: int) -> int:
                     if len(value) > max_string:
                         _check_scalar(value, path, max_string, key)
                 elif isinstance(value, dict | list):
-                    stack.append((value, (path, key), depth + 1))
+                    stack.append((value, (path, key)))
                 elif isinstance(value, str | int):
                     _check_scalar(value, path, max_string, key)
         elif isinstance(node, list):
@@ -319,7 +320,7 @@ def _walk(tree: Any, max_depth: int, max_string: int) -> int:
                     if len(value) > max_string:
                         _check_scalar(value, path, max_string, index)
                 elif isinstance(value, dict | list):
-                    stack.append((value, (path, index), depth + 1))
+                    stack.append((value, (path, index)))
                 elif isinstance(value, str | int):
                     _check_scalar(value, path, max_string, index)
         else:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from ._errors import TokenError
 from ._issuers import describe, filled, is_tenant_id, issuer_matches
 from ._jose import ALLOWED_DEFAULT, B64URL_CHARS, JsonProblem, KeyEntry, b64url_decode, decode_json, key_fits_alg
+from ._nesting import json_problem
 
 __all__ = [
     "ALLOWED_DEFAULT",
@@ -50,8 +51,6 @@ _HASHES: Final[dict[str, type[hashes.HashAlgorithm]]] = {
     "384": hashes.SHA384,
     "512": hashes.SHA512,
 }
-# claims may nest deeper than a JWKS (roles, custom objects); the token size bounds the rest
-_CLAIMS_MAX_DEPTH: Final = 64
 # NumericDate beyond 2**53 is nonsense (and float arithmetic on it is inexact)
 _MAX_NUMERIC_DATE: Final = 2.0**53
 # a claim present as JSON null is malformed, not absent
@@ -142,11 +141,15 @@ def _decode_header(data: bytes) -> dict[str, Any]:
     """The protected header, with duplicate member names refused.
 
     Fast path: a flat header whose text has no more colons than it has members cannot repeat a
-    name, so msgspec alone decides; anything else takes the strict decoder.
+    name, so msgspec alone decides; anything else takes the strict decoder. Nesting is refused
+    before msgspec recurses into it.
     """
+    problem = json_problem(data)
+    if problem is not None:
+        raise _malformed(f"header {problem}")
     try:
         header = msgspec.json.decode(data)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _malformed("header is not valid JSON") from exc
     if not isinstance(header, dict):
         raise _malformed("header is not a JSON object")
@@ -376,10 +379,13 @@ def _decode_claims(segment: bytes) -> dict[str, Any]:
     if payload is None:
         raise TokenError("token payload is not base64url", reason="malformed_claims")
     # RFC 7519 §4 lets a parser keep the lexically last of duplicate claim names, which is what
-    # msgspec does; the token size cap already bounds strings and nesting (msgspec guards recursion)
+    # msgspec does; the token size cap bounds strings, the shared bound nesting (before msgspec recurses)
+    problem = json_problem(payload)
+    if problem is not None:
+        raise TokenError(f"token payload {problem}", reason="malformed_claims")
     try:
         claims = msgspec.json.decode(payload)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise TokenError("token payload is not valid JSON", reason="malformed_claims") from exc
     if not isinstance(claims, dict):
         raise TokenError("token payload is not a JSON object", reason="malformed_claims")

@@ -19,12 +19,13 @@ from ._fetch import Fetcher, FetchResult
 from ._freshness import compute_freshness, conditional_headers
 from ._issuers import discovery_accepts
 from ._jose import TableCache
+from ._nesting import json_problem
 from ._published import Published
 from ._retry import with_retries
 from ._security import HopPolicy, check_url
 from ._telemetry import log_skipped_keys
 
-__all__ = ["Refresher"]
+__all__ = ["Refresher", "parse_discovery"]
 
 _DISCOVERY_PATH: Final = "/.well-known/openid-configuration"
 _DISCOVERY_MAX_BYTES: Final = 256 * 1024
@@ -33,6 +34,23 @@ _DISCOVERY_MAX_BYTES: Final = 256 * 1024
 class _DiscoveryDocument(msgspec.Struct):
     issuer: str
     jwks_uri: str
+
+
+def parse_discovery(body: bytes, *, url: str) -> _DiscoveryDocument:
+    """The two members of an OpenID Provider Metadata document we use.
+
+    Raises:
+        InvalidJwksError: not JSON, nested too deep, or without string ``issuer`` and ``jwks_uri``.
+    """
+    problem = json_problem(body)  # members we skip are decoded (recursively) all the same
+    if problem is not None:
+        raise InvalidJwksError(f"{url}: discovery document {problem}", url=url)
+    try:
+        return msgspec.json.decode(body, type=_DiscoveryDocument)
+    except msgspec.ValidationError as exc:
+        raise InvalidJwksError(f"{url}: discovery document: {exc}", url=url) from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidJwksError(f"{url}: discovery document is not JSON: {exc}", url=url) from exc
 
 
 class _Discovered:
@@ -192,12 +210,7 @@ class Refresher:
         result = await self._get(url, {}, _DISCOVERY_MAX_BYTES, background)
         if result.status != 200 or result.body is None:
             raise FetchError(f"GET {url}: unexpected HTTP {result.status} for discovery", url=url, status=result.status)
-        try:
-            doc = msgspec.json.decode(result.body, type=_DiscoveryDocument)
-        except msgspec.ValidationError as exc:
-            raise InvalidJwksError(f"{url}: discovery document: {exc}", url=url) from exc
-        except msgspec.DecodeError as exc:
-            raise InvalidJwksError(f"{url}: discovery document is not JSON: {exc}", url=url) from exc
+        doc = parse_discovery(result.body, url=url)
         if not discovery_accepts(issuer, doc.issuer):
             raise SecurityError(
                 f"{url}: discovery issuer {doc.issuer[:200]!r} does not match the configured issuer {issuer!r}",

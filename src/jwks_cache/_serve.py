@@ -38,6 +38,7 @@ from ._asgi import ASGIApp, create_app
 from ._config import _HOST_RE, ProviderConfig, decode_config
 from ._errors import ConfigError
 from ._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES
+from ._nesting import toml_problem
 from ._registry import Registry
 from ._stores import FileStore, SnapshotStore
 
@@ -89,10 +90,16 @@ def load_serve_config(path: str | Path) -> ServeConfig:
     """
     path = Path(path)
     try:
-        with path.open("rb") as file:
-            data = tomllib.load(file)
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    problem = toml_problem(raw)  # tomllib recurses into inline arrays and tables
+    if problem is not None:
+        raise ConfigError(f"{path}: not valid TOML: it {problem}")
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     layout = _convert(path, "top level", data, _FileLayout)

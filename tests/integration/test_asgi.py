@@ -267,6 +267,17 @@ async def test_bodies_that_are_not_a_json_object() -> None:
             assert reg.statuses() == []
 
 
+async def test_a_deeply_nested_body_is_a_400_problem_not_a_500() -> None:
+    deep = b'{"labels": {"a": "b"}, "x": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"
+    with anyio.fail_after(10):
+        async with loopback_registry() as reg, control_plane(reg, admin_token=TOKEN) as c:
+            response = await c.put(BASE, content=deep, headers={**ADMIN, "content-type": "application/json"})
+            assert response.status_code == 400
+            assert response.headers["content-type"] == PROBLEM
+            assert "nests deeper than 32 levels" in response.json()["detail"]
+            assert reg.statuses() == []
+
+
 async def test_delete_unregisters_then_404() -> None:
     with anyio.fail_after(10):
         async with admin_stack() as (idp, reg, c):

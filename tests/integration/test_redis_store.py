@@ -205,7 +205,8 @@ async def test_malformed_notices_are_skipped(redis_server: RedisServerProcess, r
         received.append((tenant, provider))
         arrived.set()
 
-    junk = [b"garbage", b'{"tenant":"../x","provider":"y","fetched_at":1}', b"[1,2]", b"\xff"]
+    deep = b'{"tenant":"acme","provider":"deep","fetched_at":1,"x":' + b"[" * 5_000 + b"]" * 5_000 + b"}"
+    junk = [b"garbage", b'{"tenant":"../x","provider":"y","fetched_at":1}', b"[1,2]", b"\xff", deep]
     with anyio.fail_after(10):
         async with (
             RedisStore(redis_server.url, namespace=redis_namespace, timeout=RELAXED) as a,

@@ -2,7 +2,8 @@
 
 Whatever an IdP serves or a client sends, parse_jwks raises only InvalidJwksError and the token
 functions only TokenError (no msgspec, json, binascii, joserfc or cryptography exceptions, no
-RecursionError, no warnings: the test config turns warnings into errors).
+RecursionError, no warnings: the test config turns warnings into errors); deep nesting is refused
+by every parser with its own error.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from jwks_cache._errors import InvalidJwksError, TokenError
+from jwks_cache._asgi_fields import decode_registration
+from jwks_cache._asgi_http import HttpProblem
+from jwks_cache._errors import InvalidJwksError, StoreError, TokenError
 from jwks_cache._jose import KeyTable, parse_jwks
 from jwks_cache._jws import ParsedJws, check_alg, check_claims, parse_jws, verify_signature
+from jwks_cache._nesting import MAX_DEPTH, TOO_DEEP, json_problem, msgpack_problem
+from jwks_cache._refresh import parse_discovery
+from jwks_cache._stores._codec import decode, decode_notice
 
 T = TypeVar("T")
 E = TypeVar("E", bound=BaseException)
@@ -229,3 +236,132 @@ def test_mutated_real_token(data: st.DataObject) -> None:
         at = data.draw(st.integers(0, len(token) - 1))
         token[at] = data.draw(st.sampled_from(b"A_-.=+/ \x00\xffe"))
     exercise_token(bytes(token))
+
+
+# --- nesting -------------------------------------------------------------------------------
+# Deep nesting anywhere (mostly in members the parser does not know) is refused with the parser's
+# own error before any decoder recurses, and the scans agree with the depth a decoder would build.
+
+
+def depth_of(value: Any) -> int:
+    """Arrays/objects open at the deepest point of ``value`` (iteratively: values may be deep)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+tricky_text = st.text(alphabet='[]{}"\\:,ab\u005b', max_size=8)
+tree_values = st.recursive(
+    st.none()
+    | st.integers(-(2**63), 2**63 - 1)
+    | tricky_text
+    | st.binary(max_size=8).map(lambda b: b.decode("latin-1")),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(tricky_text, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(tree_values, st.integers(0, 8))
+def test_json_scan_agrees_with_the_tree(value: Any, bound: int) -> None:
+    document = json.dumps(value).encode()
+    assert (json_problem(document, bound) is None) == (depth_of(value) <= bound)
+    assert (json_problem(json.dumps(value, ensure_ascii=False), bound) is None) == (depth_of(value) <= bound)
+
+
+@FUZZ
+@given(tree_values | st.recursive(st.binary(max_size=40), lambda inner: st.lists(inner, max_size=3)), st.integers(0, 8))
+def test_msgpack_scan_agrees_with_the_tree(value: Any, bound: int) -> None:
+    assert (msgpack_problem(msgspec.msgpack.encode(value), bound) is None) == (depth_of(value) <= bound)
+
+
+@st.composite
+def deep_json(draw: st.DrawFn) -> bytes:
+    """A JSON value nesting MAX_DEPTH + 1 to 3,000 arrays/objects, with decoys in strings, maybe truncated."""
+    depth = draw(st.integers(MAX_DEPTH + 1, 3_000))
+    pattern = draw(
+        st.lists(st.sampled_from([b"[", b'{"k":', b'["[{\\"",', b'{"}":"\\\\",":":']), min_size=1, max_size=4)
+    )
+    closers = {b"[": b"]", b'{"k":': b"}", b'["[{\\"",': b"]", b'{"}":"\\\\",":":': b"}"}
+    levels = [pattern[i % len(pattern)] for i in range(depth)]
+    leaf = json.dumps(draw(json_scalars)).encode()
+    tail = b"".join(closers[level] for level in reversed(levels))
+    return b"".join(levels) + leaf + tail[: draw(st.integers(0, len(tail)))]
+
+
+@st.composite
+def deep_member(draw: st.DrawFn, known: dict[str, Any]) -> bytes:
+    """``known`` (a valid document) plus an unknown member holding deep nesting."""
+    base = json.dumps(known).encode()
+    name = draw(st.sampled_from(["x", "unknown", "keys_", "\u2603"]))
+    return base[:-1] + b", " + json.dumps(name).encode() + b": " + draw(deep_json()) + b"}"
+
+
+JWK = {"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}
+
+
+@FUZZ
+@given(st.one_of(deep_json(), deep_member({"keys": [JWK]})))
+def test_deep_jwks_is_invalid_jwks(body: bytes) -> None:
+    refused = outcome(lambda: parse_jwks(body, url="https://idp"), InvalidJwksError)
+    assert isinstance(refused, InvalidJwksError) and str(refused) == f"$: {TOO_DEEP}"
+
+
+@FUZZ
+@given(st.one_of(deep_json(), deep_member({"issuer": "https://idp", "jwks_uri": "https://idp/jwks"})))
+def test_deep_discovery_is_invalid_jwks(body: bytes) -> None:
+    refused = outcome(lambda: parse_discovery(body, url="https://idp/.well-known"), InvalidJwksError)
+    assert isinstance(refused, InvalidJwksError) and TOO_DEEP in str(refused)
+
+
+@FUZZ
+@given(st.one_of(deep_json(), deep_member({"alg": "RS256", "kid": "k"})))
+def test_deep_jws_header_is_malformed(header: bytes) -> None:
+    token = f"{b64(header)}.{b64(b'{}')}.{b64(b'sig')}"
+    refused = outcome(lambda: parse_jws(token, max_token_bytes=1 << 20), TokenError)
+    assert isinstance(refused, TokenError) and refused.reason == "malformed" and TOO_DEEP in str(refused)
+
+
+@FUZZ
+@given(st.one_of(deep_json(), deep_member({"sub": "a", "aud": ["api"], "exp": 2e9})))
+def test_deep_claims_are_malformed_claims(claims: bytes) -> None:
+    header = b64(json.dumps({"alg": "RS256"}).encode())
+    parsed = parse_jws(f"{header}.{b64(claims)}.{b64(b'sig')}", max_token_bytes=1 << 20)
+    refused = outcome(lambda: check_claims(parsed, now=1e9, leeway=0, audience=None, issuer=None), TokenError)
+    assert isinstance(refused, TokenError) and refused.reason == "malformed_claims"
+
+
+@FUZZ
+@given(st.one_of(deep_json(), deep_member({"tenant": "acme", "provider": "p", "fetched_at": 1.0})), st.booleans())
+def test_deep_notices_are_ignored(notice: bytes, as_text: bool) -> None:
+    assert decode_notice(notice.decode("utf-8", "surrogateescape") if as_text else notice, skip_origin="me") is None
+
+
+@FUZZ
+@given(st.one_of(deep_json(), deep_member({"jwks_url": "https://idp/jwks", "labels": {"a": "b"}})))
+def test_deep_registration_bodies_are_400(body: bytes) -> None:
+    refused = outcome(lambda: decode_registration(body, "acme", "p"), HttpProblem)
+    assert isinstance(refused, HttpProblem) and refused.status == 400
+
+
+@st.composite
+def deep_msgpack(draw: st.DrawFn) -> bytes:
+    """Arrays and maps (fix and 16/32-bit headers) nesting MAX_DEPTH + 1 to 3,000 deep, maybe truncated."""
+    depth = draw(st.integers(MAX_DEPTH + 1, 3_000))
+    headers = [b"\x91", b"\x81\xa1k", b"\xdc\x00\x01", b"\xdf\x00\x00\x00\x01\xc0", b"\x92\xc4\x02\x91\x91"]
+    pattern = draw(st.lists(st.sampled_from(headers), min_size=1, max_size=4))
+    data = b"".join(pattern[i % len(pattern)] for i in range(depth)) + b"\xc0"
+    return data[: len(data) - draw(st.integers(0, 1))]
+
+
+@FUZZ
+@given(deep_msgpack(), st.sampled_from(["extra", "body", "tenant"]))
+def test_deep_snapshots_are_store_errors(deep: bytes, field: str) -> None:
+    plain = msgspec.msgpack.encode({"tenant": "acme", "provider": "p", "jwks_url": "https://idp/jwks", "body": b"{}"})
+    data = bytes([plain[0] + 1]) + plain[1:] + msgspec.msgpack.encode(field) + deep
+    refused = outcome(lambda: decode(data, None, source="s"), StoreError)
+    assert isinstance(refused, StoreError) and TOO_DEEP in str(refused)

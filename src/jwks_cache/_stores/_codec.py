@@ -19,6 +19,7 @@ import msgspec
 
 from .._errors import ConfigError, StoreError
 from .._models import SNAPSHOT_VERSION, Snapshot
+from .._nesting import json_problem, msgpack_problem
 
 __all__ = [
     "MAC_SIZE",
@@ -111,6 +112,9 @@ def decode(
         mac, payload = data[:MAC_SIZE], data[MAC_SIZE:]
         if len(mac) < MAC_SIZE or not hmac.compare_digest(mac, _mac(hmac_key, payload)):
             raise StoreError(f"snapshot {source} failed its HMAC check")
+    problem = msgpack_problem(payload)  # the decoders recurse even into fields they skip
+    if problem is not None:
+        raise StoreError(f"snapshot {source} is corrupt: it {problem}")
     try:
         version = _ENVELOPE_DECODER.decode(payload).version
     except msgspec.DecodeError as exc:
@@ -189,7 +193,7 @@ def decode_notice(data: object, *, skip_origin: str) -> tuple[str, str] | None:
     Notices are not signed: the worst a forged one does is make listeners re-read a snapshot, which
     is itself verified.
     """
-    if not isinstance(data, bytes | str):
+    if not isinstance(data, bytes | str) or json_problem(data) is not None:
         return None
     try:
         notice = msgspec.json.decode(data, type=_Notice)

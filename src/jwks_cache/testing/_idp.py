@@ -327,6 +327,7 @@ class LocalIdentityProvider:
         self.content_type = "application/json"
         self.content_length: int | None = None  # a lie to advertise; the connection closes after
         self._discovery_override: dict[str, Any] | None = None
+        self._discovery_body: bytes | None = None
         self._failure: _Failure | None = None
         self._stall_s = 0.0
         self._body: bytes | None = None
@@ -374,6 +375,10 @@ class LocalIdentityProvider:
         """Serve these exact bytes as the JWKS (None: back to the generated set)."""
         self._body = body
         self._touch()
+
+    def set_discovery_body(self, body: bytes | None) -> None:
+        """Serve these exact bytes as the discovery document (None: back to :attr:`discovery_document`)."""
+        self._discovery_body = body
 
     def slow_drip(self, bytes_per_chunk: int, interval: float) -> None:
         """Send JWKS bodies ``bytes_per_chunk`` bytes at a time, ``interval`` real seconds apart."""
@@ -474,7 +479,9 @@ class LocalIdentityProvider:
             return await self._serve_jwks(request, hop=int(hop))
         if request.path.endswith(_DISCOVERY_PATH):  # any issuer path: {issuer}/.well-known/...
             self.discovery_count += 1
-            body = json.dumps(self.discovery_document).encode()
+            body = self._discovery_body
+            if body is None:
+                body = json.dumps(self.discovery_document).encode()
             return _Response(200, [("Content-Type", "application/json")], body)
         return _Response(404, [("Content-Type", "text/plain")], b"not found")
 
