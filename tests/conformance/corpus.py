@@ -39,7 +39,7 @@ Providers (and their documentation)
                   in ES256/384/512, RS256 and PS256 (docs.pingidentity.com, "JWKS endpoint").
     firebase      Firebase Auth ID tokens, issuer ``https://securetoken.google.com/{project}``; the JWKS
                   endpoint (googleapis.com/service_accounts/v1/jwk/securetoken@...), not the x509 map
-                  its documentation also offers, which is not a JWK Set at all (FIREBASE_X509_MAP)
+                  its documentation also offers, which is not a JWK Set at all (:func:`firebase_x509_map`)
                   (firebase.google.com/docs/auth/admin/verify-id-tokens).
     github        GitHub Actions OIDC, ``https://token.actions.githubusercontent.com``; kid = upper-case
                   hex SHA-1 of the certificate, ``x5t`` the same bytes in base64url, ``x5t`` also in
@@ -49,9 +49,11 @@ Providers (and their documentation)
                   (kubernetes.io/docs/tasks/configure-pod-container/configure-service-account,
                   "Service account issuer discovery").
 
-Rules left for the issuer features (issue 15), as skipped placeholders in test_conformance.py:
-Google's second issuer spelling, Entra's ``{tenantid}`` issuers and per-key ``issuer``, Cognito's
-``token_use``/``client_id``, GitHub's pinned ``sub``/``repository``.
+Provider rules beyond one issuer and one audience (Google's second issuer spelling, Entra's
+``{tenantid}`` issuer with allowed tenants and its per-key ``issuer``, Cognito's
+``token_use``/``client_id``, GitHub's pinned ``repository``/``sub``) have their own tests at the end
+of test_conformance.py. Not covered: registering Entra's ``common`` endpoint by discovery, since the
+local server serves discovery only at its root and that issuer has a path.
 """
 
 from __future__ import annotations
@@ -421,8 +423,8 @@ def _entra_v2() -> Provider:
 
 
 def _entra_common() -> Provider:
-    """The multi-tenant endpoint. Today a registration can pin one tenant's issuer only, so that is
-    what this variant does; accepting every tenant needs the ``{tenantid}`` template (issue 15)."""
+    """The multi-tenant endpoint's keys, registered for one tenant's issuer here; the ``{tenantid}``
+    registration that lets several tenants in has its own test."""
     template = "https://login.microsoftonline.com/{tenantid}/v2.0"
     published, keys = _entra_keys(template)
     issuer = template.replace("{tenantid}", ENTRA_TENANT)

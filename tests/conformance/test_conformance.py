@@ -21,9 +21,6 @@ from jwks_cache import InvalidJwksError, KeyNotFoundError, Registry, TokenError
 from jwks_cache._jose import parse_jwks
 from jwks_cache.testing import LocalIdentityProvider
 
-NEEDS_ISSUERS = "needs accepted_issuers / templated issuers (issue 15)"
-NEEDS_CLAIM_VALUES = "needs claim_values (issue 15)"
-
 #: what verify() did with a token: "verified", a TokenError reason, or an exception's type name
 Outcome = str
 
@@ -154,13 +151,15 @@ async def test_tokens_of_every_library_verify_and_tampered_ones_are_refused(name
             await reg.register(config_for(idp, issuer=provider.issuer, audience=provider.audience))
             outcomes = {label: await _outcome(reg, token, valid_claims) for label, token, _ in cases}
             assert outcomes == {label: expected for label, _, expected in cases}
-            if name != "entra-common":  # its discovery issuer is a template: see the placeholders below
+            if name != "entra-common":  # its discovery issuer is a template, and /common/v2.0 has a path
                 await _verify_by_discovery(provider, idp, reg, now)
 
 
 async def _verify_by_discovery(provider: Provider, idp: LocalIdentityProvider, reg: Registry, now: int) -> None:
     issuer = idp.issuer + ("/" if provider.issuer.endswith("/") else "")  # Auth0's trailing slash
     idp.discovery_document = provider.discovery | {"issuer": issuer, "jwks_uri": idp.jwks_url}
+    # keys that name their issuer (Entra's) name this one now, as the real ones name their tenant's
+    idp.set_body(provider.jwks.replace(provider.issuer.encode(), issuer.encode()))
     fetched = idp.request_count
     await reg.register(config_for(idp, provider="discovered", jwks_url=None, issuer=issuer, audience=provider.audience))
     signer = provider.signers[0]
@@ -200,41 +199,136 @@ async def test_cognito_access_token_has_no_audience() -> None:
                 assert info.value.reason == "audience_mismatch", library
 
 
-# --- provider rules that wait for the issuer features (issue 15) ---------------------------------
+# --- per-provider rules: several issuers, tenant templates, claim values -------------------------
 
 
-@pytest.mark.skip(reason=NEEDS_ISSUERS)
-def test_google_accepts_both_of_its_issuer_spellings() -> None:
-    """Google ID tokens carry ``iss`` "https://accounts.google.com" or "accounts.google.com";
-    one registration must accept both and refuse any other."""
+async def _verdicts(
+    provider: Provider, tokens: Mapping[str, tuple[Signer, Mapping[str, Any]]], **config: Any
+) -> dict[str, Outcome]:
+    """Each token (signed by PyJWT) through a registration of ``provider``'s set with ``config``."""
+    mint = LIBRARIES["pyjwt"][0]
+    with anyio.fail_after(30):
+        async with LocalIdentityProvider(keys=0) as idp, loopback_registry() as reg:
+            idp.set_body(provider.jwks)
+            await reg.register(config_for(idp, **config))
+            return {
+                label: await _outcome(reg, mint(signer.alg, signer.private, signer.header, claims), claims)
+                for label, (signer, claims) in tokens.items()
+            }
 
 
-@pytest.mark.skip(reason=NEEDS_ISSUERS)
-def test_entra_common_accepts_any_tenant_through_the_tenantid_template() -> None:
-    """Registered by discovery at /common/v2.0 (issuer "https://login.microsoftonline.com/{tenantid}/v2.0"),
-    a token of any tenant verifies when its ``iss`` is the template filled with its own ``tid``;
-    one whose ``iss`` names another tenant than its ``tid`` is refused (issuer_mismatch)."""
+async def test_google_accepts_both_of_its_issuer_spellings() -> None:
+    """Google signs ID tokens with ``iss`` "https://accounts.google.com" or "accounts.google.com"."""
+    google = corpus.provider("google")
+    signer, claims = google.signers[0], google.claims(int(time.time()))
+    verdicts = await _verdicts(
+        google,
+        {
+            "https form": (signer, claims),
+            "bare form": (signer, claims | {"iss": "accounts.google.com"}),
+            "look-alike": (signer, claims | {"iss": "https://accounts.google.com.evil.example"}),
+        },
+        issuer=google.issuer,
+        accepted_issuers=("accounts.google.com",),
+        audience=google.audience,
+    )
+    assert verdicts == {"https form": "verified", "bare form": "verified", "look-alike": "issuer_mismatch"}
 
 
-@pytest.mark.skip(reason=NEEDS_ISSUERS)
-def test_entra_key_issuer_member_binds_the_key_to_its_tenant() -> None:
-    """A key whose ``issuer`` member names tenant A (or the template) verifies only tokens whose
-    ``iss`` matches it: tenant B's token signed with tenant A's key is refused."""
+def _tenant_claims(now: int, *, iss_tenant: str, tid: str) -> dict[str, Any]:
+    issuer = f"https://login.microsoftonline.com/{iss_tenant}/v2.0"
+    return corpus.entra_v2_claims(issuer, tid)(now)
 
 
-@pytest.mark.skip(reason=NEEDS_ISSUERS)
-def test_entra_allowed_tenants_refuse_other_tenants() -> None:
-    """A multi-tenant registration restricted to a list of tenants refuses a token of another
-    tenant (ENTRA_OTHER_TENANT) even though the common keys verify it."""
+async def test_entra_common_keys_serve_the_allowed_tenants_through_the_template() -> None:
+    """The ``common`` keys (``issuer`` member "…/{tenantid}/v2.0") under a ``{tenantid}`` issuer:
+    each allowed tenant's token verifies, another tenant's is refused, and a token whose ``iss``
+    names another tenant than its ``tid`` matches neither the template nor the key's issuer."""
+    entra = corpus.provider("entra-common")
+    signer, now, third = entra.signers[0], int(time.time()), "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+    tokens = {
+        "tenant A": (signer, _tenant_claims(now, iss_tenant=corpus.ENTRA_TENANT, tid=corpus.ENTRA_TENANT)),
+        "tenant B": (signer, _tenant_claims(now, iss_tenant=corpus.ENTRA_OTHER_TENANT, tid=corpus.ENTRA_OTHER_TENANT)),
+        "tenant C": (signer, _tenant_claims(now, iss_tenant=third, tid=third)),
+        "iss of A, tid of B": (
+            signer,
+            _tenant_claims(now, iss_tenant=corpus.ENTRA_TENANT, tid=corpus.ENTRA_OTHER_TENANT),
+        ),
+    }
+    verdicts = await _verdicts(
+        entra,
+        tokens,
+        issuer="https://login.microsoftonline.com/{tenantid}/v2.0",
+        allowed_tenant_ids=(corpus.ENTRA_TENANT, corpus.ENTRA_OTHER_TENANT),
+        audience=entra.audience,
+    )
+    assert verdicts == {
+        "tenant A": "verified",
+        "tenant B": "verified",
+        "tenant C": "tenant_not_allowed",
+        "iss of A, tid of B": "issuer_mismatch",
+    }
 
 
-@pytest.mark.skip(reason=NEEDS_CLAIM_VALUES)
-def test_cognito_token_use_and_client_id_are_pinned() -> None:
-    """An API accepting Cognito access tokens requires ``token_use == "access"`` and
-    ``client_id`` == its app client; an ID token (token_use "id") is refused there."""
+async def test_entra_key_issuer_member_binds_the_key_to_its_tenant() -> None:
+    """Tenant A's own keys (``issuer`` member naming tenant A) do not verify tenant B's token, even
+    under a registration that lets both tenants in."""
+    entra = corpus.provider("entra-v2")
+    signer, now = entra.signers[0], int(time.time())
+    tokens = {
+        "tenant A": (signer, _tenant_claims(now, iss_tenant=corpus.ENTRA_TENANT, tid=corpus.ENTRA_TENANT)),
+        "tenant B": (signer, _tenant_claims(now, iss_tenant=corpus.ENTRA_OTHER_TENANT, tid=corpus.ENTRA_OTHER_TENANT)),
+    }
+    verdicts = await _verdicts(
+        entra,
+        tokens,
+        issuer="https://login.microsoftonline.com/{tenantid}/v2.0",
+        allowed_tenant_ids=(corpus.ENTRA_TENANT, corpus.ENTRA_OTHER_TENANT),
+        audience=entra.audience,
+    )
+    assert verdicts == {"tenant A": "verified", "tenant B": "issuer_mismatch"}
 
 
-@pytest.mark.skip(reason=NEEDS_CLAIM_VALUES)
-def test_github_actions_subject_and_repository_are_pinned() -> None:
-    """A relying party pins ``repository`` (and ``sub``, e.g. "repo:octo-org/octo-repo:environment:prod");
-    a token of another repository, valid in every other respect, is refused."""
+async def test_cognito_token_use_and_client_id_are_pinned() -> None:
+    """An API taking Cognito access tokens pins ``token_use`` and ``client_id`` (no ``aud`` to check)."""
+    cognito = corpus.provider("cognito")
+    signer, access = cognito.signers[0], corpus.cognito_access_claims(int(time.time()))
+    without_client = {name: value for name, value in access.items() if name != "client_id"}
+    verdicts = await _verdicts(
+        cognito,
+        {
+            "access token": (signer, access),
+            "token_use id": (signer, access | {"token_use": "id"}),
+            "another app client": (signer, access | {"client_id": "7abc0other0client0id0abc01"}),
+            "no client_id": (signer, without_client),
+        },
+        issuer=cognito.issuer,
+        claim_values={"token_use": ("access",), "client_id": (corpus.COGNITO_CLIENT,)},
+    )
+    assert verdicts == {
+        "access token": "verified",
+        "token_use id": "claim_mismatch",
+        "another app client": "claim_mismatch",
+        "no client_id": "missing_claim",
+    }
+
+
+async def test_github_actions_repository_and_subject_are_pinned() -> None:
+    """A cloud role trusts one repository's environment: another repository's token, valid in every
+    other respect, is refused."""
+    github = corpus.provider("github")
+    signer, claims = github.signers[0], github.claims(int(time.time()))
+    verdicts = await _verdicts(
+        github,
+        {
+            "pinned repository": (signer, claims),
+            "another repository": (
+                signer,
+                claims | {"repository": "evil-org/octo-repo", "sub": "repo:evil-org/octo-repo:environment:prod"},
+            ),
+        },
+        issuer=github.issuer,
+        audience=github.audience,
+        claim_values={"repository": ("octo-org/octo-repo",), "sub": ("repo:octo-org/octo-repo:environment:prod",)},
+    )
+    assert verdicts == {"pinned repository": "verified", "another repository": "claim_mismatch"}
