@@ -25,12 +25,15 @@ from ._issuers import TENANT_PLACEHOLDER, is_tenant_id, template_problem
 __all__ = ["ASYMMETRIC_ALGORITHMS", "MAX_SECONDS", "ProviderConfig", "RetryPolicy", "decode_config"]
 
 #: JWS algorithms verify() may ever accept; ``none`` and HS* are absent on purpose (RFC 8725 §3.1).
+#: ``Ed25519`` and ``Ed448`` are RFC 9864's fully-specified names, each bound to its own curve;
+#: the older polymorphic ``EdDSA`` names either curve. This one constant feeds the default
+#: allowlist, the config check, the control plane's field rules and its OpenAPI document.
 ASYMMETRIC_ALGORITHMS: Final = frozenset(
     {
         "RS256", "RS384", "RS512",
         "PS256", "PS384", "PS512",
         "ES256", "ES384", "ES512",
-        "EdDSA", "Ed25519",
+        "EdDSA", "Ed25519", "Ed448",
     }
 )  # fmt: skip
 

@@ -29,9 +29,21 @@ from ._config import ASYMMETRIC_ALGORITHMS
 from ._errors import InvalidJwksError
 from ._nesting import json_problem
 
-__all__ = ["ALLOWED_DEFAULT", "KeyEntry", "KeyTable", "SkippedKey", "TableCache", "key_fits_alg", "parse_jwks"]
+__all__ = [
+    "ALLOWED_DEFAULT",
+    "KeyEntry",
+    "KeyTable",
+    "SkippedKey",
+    "TableCache",
+    "key_fits_alg",
+    "misfit",
+    "parse_jwks",
+]
 
-#: Algorithms a token may ever use; ``none`` and HS* are absent (RFC 8725 §3.1, §3.2).
+#: Algorithms a token may ever use; ``none`` and HS* are absent (RFC 8725 §3.1, §3.2). Every
+#: asymmetric algorithm is in, the fully-specified ``Ed25519`` and ``Ed448`` too: each is bound to
+#: its key's type and curve (:func:`key_fits_alg`), so allowing one more name cannot let a key
+#: verify under an algorithm it was not made for.
 ALLOWED_DEFAULT: Final[frozenset[str]] = ASYMMETRIC_ALGORITHMS
 
 # alg -> (kty, curves or None). ES256K is left out: nobody we serve signs with it, and fewer
@@ -41,10 +53,13 @@ _ALG_KEYS: Final[dict[str, tuple[str, frozenset[str] | None]]] = {
     "ES256": ("EC", frozenset({"P-256"})),
     "ES384": ("EC", frozenset({"P-384"})),
     "ES512": ("EC", frozenset({"P-521"})),
-    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
-    "Ed25519": ("OKP", frozenset({"Ed25519"})),  # RFC 9864 fully-specified name
+    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),  # polymorphic: the key's crv decides
+    # RFC 9864 fully-specified names: each names one curve
+    "Ed25519": ("OKP", frozenset({"Ed25519"})),
+    "Ed448": ("OKP", frozenset({"Ed448"})),
 }
-_EDDSA_NAMES: Final = frozenset({"EdDSA", "Ed25519"})
+#: names of one signature scheme: a key declaring one verifies tokens of another when its curve fits
+_EDDSA_NAMES: Final = frozenset({"EdDSA", "Ed25519", "Ed448"})
 _CURVES: Final[dict[str, frozenset[str]]] = {
     "EC": frozenset({"P-256", "P-384", "P-521"}),
     "OKP": frozenset({"Ed25519", "Ed448"}),
@@ -154,6 +169,20 @@ def key_fits_alg(entry: KeyEntry, alg: str) -> bool:
     if entry.alg is None or entry.alg == alg:
         return True
     return entry.alg in _EDDSA_NAMES and alg in _EDDSA_NAMES
+
+
+def misfit(entry: KeyEntry, alg: str) -> str:
+    """Why ``entry`` cannot verify an ``alg`` token, for an error message: "is for PS256, not RS256".
+
+    Says what the key is for (its declared ``alg``, else its type and curve), which the JWKS
+    publishes anyway. ``alg`` is shown bare only when it is a name we know; anything else (a
+    caller's ``get_key(alg=...)``) is quoted and cut short.
+    """
+    wanted = alg if alg in _ALG_KEYS else _show(alg)
+    if entry.alg is not None:
+        return f"is for {entry.alg}, not {wanted}"
+    kind = entry.kty if entry.crv is None else f"{entry.kty} {entry.crv}"
+    return f"is an {kind} key, not one for {wanted}"
 
 
 class KeyTable:

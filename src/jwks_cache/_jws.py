@@ -180,7 +180,7 @@ def _vet_header(header: dict[str, Any]) -> tuple[str, str | None]:
 def check_alg(alg: str, allowed: Collection[str]) -> None:
     """Refuse ``alg`` unless it is both asymmetric and in the provider's ``allowed`` list.
 
-    Membership is exact: allowing ``EdDSA`` does not allow ``Ed25519`` tokens.
+    Membership is exact: allowing ``EdDSA`` does not allow ``Ed25519`` or ``Ed448`` tokens.
 
     Raises:
         TokenError: reason ``alg_not_allowed``.

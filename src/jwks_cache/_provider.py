@@ -16,7 +16,7 @@ from ._boundary import as_library_error
 from ._clock import Clock, fail_at, move_on_at
 from ._config import ProviderConfig
 from ._errors import FetchError, JwksCacheError, KeyNotFoundError, SecurityError
-from ._jose import KeyEntry, KeyTable, key_fits_alg
+from ._jose import KeyEntry, KeyTable, key_fits_alg, misfit
 from ._persistence import Persistence
 from ._published import Published
 from ._refresh import Refresher
@@ -410,7 +410,8 @@ class Provider:
                         self._served_stale(pub, now)
                     return pub.table.jwk(entry)
         self.misses += 1
-        raise KeyNotFoundError(f"{self._name}: kid {_shown(kid)} is not cached")
+        other = _other_alg(pub.table, kid, alg) if pub is not None else None
+        raise KeyNotFoundError(f"{self._name}: {other or f'kid {_shown(kid)} is not cached'}")
 
     async def table(self) -> KeyTable:
         """The current usable set: fresh, stale within the window, or fetched now (single-flight)."""
@@ -466,7 +467,7 @@ class Provider:
         now, started = self._clock.monotonic(), self._clock.time()
         cooldown = self.cooldown
         if cooldown.recently_absent(kid, now):
-            return self._reject(kid)
+            return self._reject(kid, alg)
         if cooldown.may_refresh(now):
             cooldown.note_refresh(now)
             if self.flight is not None and self.flight.conditional:
@@ -482,7 +483,7 @@ class Provider:
         elif self.flight is not None:
             flight = self.flight  # a refresh is already on its way: share it rather than fail
         else:
-            return self._reject(kid)
+            return self._reject(kid, alg)
         try:
             await self.wait(flight)
         except (FetchError, SecurityError) as exc:
@@ -493,7 +494,7 @@ class Provider:
         if entry is None:
             if pub is not None and pub.wall_fetched_at >= started:
                 cooldown.remember_absent(kid, self._clock.monotonic())
-            return self._reject(kid)
+            return self._reject(kid, alg)
         return entry
 
     async def candidates(self, kid: str | None, alg: str, *, counted: bool = True) -> tuple[KeyEntry, ...]:
@@ -532,10 +533,12 @@ class Provider:
             return False
         return True
 
-    def _reject(self, kid: str) -> KeyEntry:
+    def _reject(self, kid: str, alg: str | None) -> KeyEntry:
         self.misses += 1
         self.unknown_kid_rejections += 1
-        raise KeyNotFoundError(f"{self._name}: no usable key with kid {_shown(kid)}")
+        pub = self.published
+        other = _other_alg(pub.table, kid, alg) if pub is not None else None
+        raise KeyNotFoundError(f"{self._name}: {other or f'no usable key with kid {_shown(kid)}'}")
 
     async def refresh(self) -> None:
         """Join the fetch in progress or start a conditional one; raise its error.
@@ -560,6 +563,17 @@ def _shown(kid: str) -> str:
     """A kid for an error message: it comes from an untrusted token header and lands in logs, so it
     is escaped (repr) and cut short rather than echoed whole (a header may carry kilobytes)."""
     return repr(kid) if len(kid) <= _SHOWN_KID_CHARS else repr(kid[:_SHOWN_KID_CHARS]) + "..."
+
+
+def _other_alg(table: KeyTable, kid: str, alg: str | None) -> str | None:
+    """The message for a ``kid`` the set has, but for another algorithm ("key 'k' is for PS256, not RS256").
+
+    "No usable key" would send whoever reads the log looking for a missing key that is there.
+    """
+    entry = table.by_kid.get(kid)
+    if entry is None or alg is None:
+        return None
+    return f"key {_shown(kid)} {misfit(entry, alg)}"
 
 
 def _pick(table: KeyTable, kid: str, alg: str | None) -> KeyEntry | None:

@@ -118,7 +118,7 @@ async def test_empty_or_unusable_set_fails_the_refresh_and_keeps_the_old_keys(bo
             assert reg.get_key_nowait(TENANT, PROVIDER, kid) is key
 
 
-@pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "ES384", "EdDSA"])
+@pytest.mark.parametrize("alg", ["RS256", "PS256", "ES256", "ES384", "EdDSA", "Ed25519", "Ed448"])
 async def test_verify_round_trip(alg: str) -> None:
     with anyio.fail_after(10), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # joserfc deprecates the "EdDSA" name when minting
@@ -165,6 +165,32 @@ async def test_rs256_token_whose_kid_points_to_an_ec_key_is_rejected() -> None:
             token = idp.mint({"sub": "x"}, kid=idp.kids[0], headers={"kid": ec_kid})
             with pytest.raises((TokenError, KeyNotFoundError)):
                 await reg.verify(token, tenant=TENANT, provider=PROVIDER)
+
+
+async def test_a_kid_the_set_has_for_another_alg_says_so() -> None:
+    """An RS256 token naming a PS256 key, or an ES256 token naming an alg-less EC P-384 key, is
+    refused as before (KeyNotFoundError), but the message says the key is there and what it is
+    for, instead of "no usable key" that sends its reader looking for a missing key."""
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider(keys=0) as idp, loopback_registry() as reg:
+            idp.add_key(alg="PS256", kid="ps256-1")
+            p384 = ECKey.generate_key("P-384", parameters={"kid": "p384"}, private=True)
+            idp.set_body(json.dumps({"keys": [*idp.jwks["keys"], _public(p384)]}).encode())
+            await _registry_with_keys(idp, reg)
+            token = idp.mint({"sub": "x"}, kid="ps256-1", alg="RS256")
+            with pytest.raises(KeyNotFoundError, match=r"^acme/idp: key 'ps256-1' is for PS256, not RS256$"):
+                await reg.verify(token, tenant=TENANT, provider=PROVIDER)
+            forged = _forge({"alg": "ES256", "kid": "p384"}, {"sub": "x"}, bytes(64))
+            with pytest.raises(KeyNotFoundError, match=r"key 'p384' is an EC P-384 key, not one for ES256$"):
+                await reg.verify(forged, tenant=TENANT, provider=PROVIDER)
+            with pytest.raises(KeyNotFoundError, match=r"key 'ps256-1' is for PS256, not RS256$"):
+                reg.get_key_nowait(TENANT, PROVIDER, "ps256-1", alg="RS256")
+            with pytest.raises(KeyNotFoundError, match=r"key 'ps256-1' is for PS256, not \"HS256\\u0000"):
+                await reg.get_key(TENANT, PROVIDER, "ps256-1", alg="HS256\0" + "x" * 1000)
+            with pytest.raises(KeyNotFoundError, match=r"no usable key with kid 'gone'$"):
+                await reg.verify(
+                    idp.mint({"sub": "x"}, kid="ps256-1", headers={"kid": "gone"}), tenant=TENANT, provider=PROVIDER
+                )
 
 
 async def test_crit_is_rejected_and_jku_is_never_fetched() -> None:

@@ -14,9 +14,12 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from tests import eddsa_vectors as vectors
 
+from jwks_cache._config import ASYMMETRIC_ALGORITHMS
 from jwks_cache._errors import FetchError, InvalidJwksError
-from jwks_cache._jose import ALLOWED_DEFAULT, KeyTable, key_fits_alg, parse_jwks
+from jwks_cache._jose import _ALG_KEYS, ALLOWED_DEFAULT, KeyTable, key_fits_alg, parse_jwks
 from jwks_cache._jws import parse_jws, verify_signature
+from jwks_cache._openapi import openapi_document
+from jwks_cache.testing import SUPPORTED_ALGORITHMS
 
 URL = "https://idp.example/jwks"
 
@@ -227,6 +230,13 @@ def test_alg_must_fit_the_key_type(key: Any, alg: str) -> None:
 
 def test_ed448_key_cannot_declare_ed25519() -> None:
     assert skip_reason(pub(okp_private("Ed448"), alg="Ed25519")) == "curve Ed448 does not match alg Ed25519"
+    assert skip_reason(pub(okp_private("Ed25519"), alg="Ed448")) == "curve Ed25519 does not match alg Ed448"
+
+
+def test_ed448_key_declaring_ed448_is_served() -> None:
+    table = parse(pub(okp_private("Ed448"), kid="ed448", alg="Ed448"))
+    assert table.key_ids == ("ed448",)
+    assert isinstance(table.by_kid["ed448"].verifier, ed448.Ed448PublicKey)
 
 
 def test_point_not_on_curve_is_skipped() -> None:
@@ -458,6 +468,9 @@ def test_key_fits_alg_table() -> None:
         pub(okp_private("Ed25519")),
         pub(okp_private("Ed448")),
         pub(okp_private("Ed25519"), alg="EdDSA"),
+        pub(okp_private("Ed448"), alg="Ed448"),
+        pub(okp_private("Ed448"), alg="EdDSA"),
+        pub(okp_private("Ed25519"), alg="Ed25519"),
     )
     fits = {
         i: sorted(alg for alg in ALLOWED_DEFAULT | {"HS256", "none", "ES256K"} if key_fits_alg(e, alg))
@@ -469,9 +482,23 @@ def test_key_fits_alg_table() -> None:
         2: ["ES384"],
         3: ["ES512"],
         4: ["Ed25519", "EdDSA"],
-        5: ["EdDSA"],
+        5: ["Ed448", "EdDSA"],
         6: ["Ed25519", "EdDSA"],  # EdDSA and Ed25519 are aliases for an Ed25519 key
+        7: ["Ed448", "EdDSA"],  # ... and EdDSA and Ed448 for an Ed448 key (RFC 9864)
+        8: ["Ed448", "EdDSA"],
+        9: ["Ed25519", "EdDSA"],
     }
+
+
+def test_every_algorithm_name_comes_from_one_constant() -> None:
+    """verify()'s default, the key rules, the testing kit and the control plane's field rules
+    (hence its OpenAPI document) all list the same algorithms, so one added in one place cannot
+    be refused in another (as Ed448 was)."""
+    assert ALLOWED_DEFAULT == ASYMMETRIC_ALGORITHMS == SUPPORTED_ALGORITHMS == set(_ALG_KEYS)
+    assert {"Ed25519", "Ed448", "EdDSA"} <= ALLOWED_DEFAULT
+    document = openapi_document(admin_enabled=True, protect_reads=False, max_body_bytes=1024)
+    field = document["components"]["schemas"]["ProviderRegistration"]["properties"]["algorithms"]
+    assert field["anyOf"][0]["items"]["enum"] == sorted(ASYMMETRIC_ALGORITHMS)
 
 
 def test_identical_documents_share_one_table_and_it_is_freed_with_its_last_user() -> None:

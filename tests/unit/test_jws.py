@@ -111,7 +111,9 @@ ROUND_TRIPS = [
 ]
 
 
-@pytest.mark.parametrize(("alg", "kind"), [*ROUND_TRIPS, ("EdDSA", "Ed448"), ("Ed25519", "Ed25519")])
+@pytest.mark.parametrize(
+    ("alg", "kind"), [*ROUND_TRIPS, ("EdDSA", "Ed448"), ("Ed25519", "Ed25519"), ("Ed448", "Ed448")]
+)
 def test_joserfc_tokens_verify(alg: str, kind: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SecurityWarning)  # joserfc deprecates "EdDSA" (RFC 9864)
@@ -265,6 +267,16 @@ def test_verify_signature_refuses_unfit_key_even_if_called_directly() -> None:
     relabelled = parse_jws(token)
     relabelled.alg = "Ed25519"  # Ed25519 names one curve only
     assert verify_signature(relabelled, entry) is False
+
+
+@pytest.mark.parametrize(("alg", "kind"), [("Ed25519", "Ed448"), ("Ed448", "Ed25519")])
+def test_fully_specified_eddsa_names_bind_the_curve(alg: str, kind: str) -> None:
+    """RFC 9864: an Ed448 token is never checked against an Ed25519 key, nor the reverse."""
+    signer = private_key(kind)
+    assert isinstance(signer, ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey)
+    assert reason(compact({"alg": alg, "kid": kind}, claims(), signer.sign)) == "bad_signature"
+    assert reason(compact({"alg": alg}, claims(), signer.sign)) == "bad_signature"  # no kid: no key fits
+    assert verify(compact({"alg": kind, "kid": kind}, claims(), signer.sign))["sub"] == "alice"
 
 
 # --- algorithm policy -------------------------------------------------------------------------

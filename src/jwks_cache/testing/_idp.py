@@ -112,7 +112,8 @@ class LocalIdentityProvider:
     Args:
         tls: serve HTTPS with a certificate from a fresh ``trustme.CA``.
         keys: how many keys to publish at start (kids ``key-1``, ``key-2``, ...).
-        alg: their algorithm: RS*/PS* (RSA 2048), ES256/384/512, EdDSA/Ed25519.
+        alg: their algorithm: RS*/PS* (RSA 2048), ES256/384/512, EdDSA (Ed25519 keys), Ed25519,
+            Ed448.
         host: the address to bind and the host of the URLs (and of the certificate).
     """
 

@@ -8,29 +8,30 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, KeyParameters, KeySetSerialization, OKPKey, RSAKey
 
+from .._config import ASYMMETRIC_ALGORITHMS
 from .._errors import ConfigError, KeyNotFoundError
 
 __all__ = ["SUPPORTED_ALGORITHMS", "KeyRing", "SigningKey", "generate_key"]
 
-#: JWS algorithms the kit can generate keys for.
-SUPPORTED_ALGORITHMS: Final = frozenset(
-    {
-        "RS256", "RS384", "RS512",
-        "PS256", "PS384", "PS512",
-        "ES256", "ES384", "ES512",
-        "EdDSA", "Ed25519",
-    }
-)  # fmt: skip
+#: JWS algorithms the kit can generate keys for: every one ``verify()`` may accept, so a test can
+#: mint for any algorithm a provider is allowed.
+SUPPORTED_ALGORITHMS: Final = ASYMMETRIC_ALGORITHMS
 
 _RSA_BITS: Final = 2048
 _EC_CURVES: Final = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
+#: the polymorphic "EdDSA" gets Ed25519 keys, what providers that use it publish
+_OKP_CURVES: Final[dict[str, Literal["Ed25519", "Ed448"]]] = {
+    "EdDSA": "Ed25519",
+    "Ed25519": "Ed25519",
+    "Ed448": "Ed448",
+}
 _MAX_KEYS: Final = 100
 
 SigningKey: TypeAlias = RSAKey | ECKey | OKPKey
@@ -75,7 +76,7 @@ def generate_key(alg: str, kid: str) -> SigningKey:
         return RSAKey.import_key(_RSA_POOL.take(), parameters=parameters)
     if alg in _EC_CURVES:
         return ECKey.generate_key(_EC_CURVES[alg], parameters=parameters, private=True)
-    return OKPKey.generate_key("Ed25519", parameters=parameters, private=True)
+    return OKPKey.generate_key(_OKP_CURVES[alg], parameters=parameters, private=True)
 
 
 def _check_alg(alg: str) -> None:
