@@ -13,6 +13,8 @@ The configuration file::
     allowed_domains = ["example.com"]
     allow_private_networks = false
     max_concurrent_fetches = 32      # upstream requests at once; raise for thousands of tenants
+    ca_file = "private-ca.pem"       # trust only these CA certificates (PEM), relative to this file;
+                                     # without it: SSL_CERT_FILE/SSL_CERT_DIR when set, else certifi
 
     [store]                          # optional; snapshots survive restarts
     file = "snapshots"               # a directory, relative to the configuration file
@@ -40,8 +42,17 @@ from ._errors import ConfigError
 from ._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES
 from ._registry import Registry
 from ._stores import FileStore, SnapshotStore
+from ._transport import ca_file_context
 
-__all__ = ["RegistryOptions", "ServeConfig", "StoreOptions", "load_serve_config", "open_registry", "serve"]
+__all__ = [
+    "RegistryOptions",
+    "ServeConfig",
+    "StoreOptions",
+    "load_serve_config",
+    "open_registry",
+    "serve",
+    "with_ca_file",
+]
 
 Backend = Literal["asyncio", "trio"]
 _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
@@ -55,6 +66,9 @@ class RegistryOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     allowed_domains: tuple[str, ...] = ()
     allow_private_networks: bool = False
     max_concurrent_fetches: Annotated[int, msgspec.Meta(ge=2, le=MAX_CONCURRENT_FETCHES)] = DEFAULT_CONCURRENT_FETCHES
+    #: a PEM file of CA certificates trusted instead of the default; :func:`load_serve_config`
+    #: resolves it against the file's folder and checks that it loads
+    ca_file: str | None = None
 
 
 class StoreOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -102,6 +116,8 @@ def load_serve_config(path: str | Path) -> ServeConfig:
             raise ConfigError(
                 f"{path}: [registry]: allowed_domains entries must be canonical hostnames (got {domain!r})"
             )
+    if registry.ca_file is not None:
+        registry = _with_ca_file(registry, path.parent / registry.ca_file, setting=f"{path}: [registry] ca_file")
     store = None if layout.store is None else _convert(path, "[store]", layout.store, StoreOptions)
     providers: list[ProviderConfig] = []
     seen: set[tuple[str, str]] = set()
@@ -117,6 +133,22 @@ def load_serve_config(path: str | Path) -> ServeConfig:
         seen.add(config.key)
         providers.append(config)
     return ServeConfig(registry=registry, store=store, providers=tuple(providers), path=path)
+
+
+def with_ca_file(config: ServeConfig, ca_file: str | Path, *, setting: str) -> ServeConfig:
+    """``config`` with another CA file (``serve --cacert``), relative to the working directory.
+
+    Raises:
+        ConfigError: the file cannot be read or holds no certificate; the message names ``setting``.
+    """
+    return msgspec.structs.replace(config, registry=_with_ca_file(config.registry, Path(ca_file), setting=setting))
+
+
+def _with_ca_file(registry: RegistryOptions, ca_file: Path, *, setting: str) -> RegistryOptions:
+    # an absolute path, checked now: a bad CA file is a startup error, not a failure of every fetch
+    ca_file = ca_file.absolute()
+    ca_file_context(ca_file, setting=setting)
+    return msgspec.structs.replace(registry, ca_file=str(ca_file))
 
 
 def _convert(path: Path, where: str, data: Any, kind: type[_T]) -> _T:
@@ -138,6 +170,7 @@ def open_registry(config: ServeConfig) -> Registry:
         allow_private_networks=options.allow_private_networks,
         store=store,
         max_concurrent_fetches=options.max_concurrent_fetches,
+        ssl_context=None if options.ca_file is None else ca_file_context(options.ca_file, setting="ca_file"),
     )
 
 

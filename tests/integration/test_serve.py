@@ -20,9 +20,9 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from jwks_cache import ConfigError, FileStore
+from jwks_cache import ConfigError, FetchError, FileStore
 from jwks_cache._cli import main
-from jwks_cache._serve import load_serve_config, open_registry
+from jwks_cache._serve import load_serve_config, open_registry, with_ca_file
 from jwks_cache.testing import LocalIdentityProvider
 
 ADMIN_ENV = "JWKS_CACHE_TEST_ADMIN_TOKEN"
@@ -193,3 +193,59 @@ def test_a_port_in_use_is_one_error_line_and_exit_1(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith(f"jwks-cache: error: serve: cannot listen on 127.0.0.1:{port}: ")
+
+
+# -- TLS trust -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_env_trust(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+
+
+_TLS_REGISTRY = "[registry]\nallow_private_networks = true\n"
+
+
+@pytest.mark.usefixtures("no_env_trust")
+async def test_a_ca_file_in_the_registry_table_is_trusted(tmp_path: Path) -> None:
+    async with LocalIdentityProvider(tls=True) as idp:
+        idp.ca.cert_pem.write_to_path(str(tmp_path / "private-ca.pem"))
+        with_ca = _TLS_REGISTRY + 'ca_file = "private-ca.pem"\n'  # relative to the file
+        config = load_serve_config(_write(tmp_path, with_ca + _provider_table(idp.jwks_url)))
+        assert config.registry.ca_file == str(tmp_path / "private-ca.pem")
+        async with open_registry(config) as reg:
+            await reg.register(config.providers[0])
+            await reg.refresh("acme", "local")
+            assert reg.status("acme", "local").key_ids == tuple(idp.kids)
+        without = load_serve_config(_write(tmp_path, _TLS_REGISTRY + _provider_table(idp.jwks_url)))
+        async with open_registry(without) as reg:
+            await reg.register(without.providers[0])
+            with pytest.raises(FetchError, match="CERTIFICATE_VERIFY_FAILED"):
+                await reg.refresh("acme", "local")
+
+
+@pytest.mark.usefixtures("no_env_trust")
+async def test_serve_cacert_replaces_the_files_ca_file(tmp_path: Path) -> None:
+    async with LocalIdentityProvider(tls=True) as idp:
+        ca = tmp_path / "cli-ca.pem"
+        idp.ca.cert_pem.write_to_path(str(ca))
+        config = load_serve_config(_write(tmp_path, _TLS_REGISTRY + _provider_table(idp.jwks_url)))
+        config = with_ca_file(config, ca, setting="--cacert")
+        async with open_registry(config) as reg:
+            await reg.register(config.providers[0])
+            await reg.refresh("acme", "local")
+            assert reg.status("acme", "local").key_ids == tuple(idp.kids)
+
+
+@pytest.mark.usefixtures("no_env_trust")
+def test_an_unusable_ca_file_exits_2_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, '[registry]\nca_file = "absent.pem"\n')
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"jwks-cache: error: {path}: [registry] ca_file: cannot read CA file ")
+    assert str(tmp_path / "absent.pem") in err
+    assert main(["serve", "--config", str(_write(tmp_path, "")), "--cacert", str(tmp_path / "gone.pem")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jwks-cache: error: --cacert: cannot read CA file ") and "gone.pem" in err
