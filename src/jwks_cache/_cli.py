@@ -438,7 +438,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     def ready(providers: int) -> None:
         admin = "enabled" if admin_token is not None else "disabled (no admin token)"
-        print(f"{PROG}: {providers} provider(s) registered; admin routes {admin}", flush=True)
+        reads = "need the token" if config.control_plane.protect_reads else "open to anyone"
+        print(f"{PROG}: {providers} provider(s) registered; admin routes {admin}; reads {reads}", flush=True)
 
     try:
         admin_token = _admin_token(args.admin_token_env)
