@@ -28,16 +28,18 @@ async def main() -> None:
     async with LocalIdentityProvider() as idp, Registry(require_https=False, allow_private_networks=True) as reg:
         transport = httpx.ASGITransport(create_app(reg, admin_token=admin_token))
         async with httpx.AsyncClient(transport=transport, base_url="http://control-plane") as http:
-            body = {"jwks_url": idp.jwks_url, "require_https": False}
+            body = {"jwks_url": idp.jwks_url}  # require_https: the registry's (False here), as in a serve file
             anonymous = await http.put(REGISTRATION, json=body)
             print("PUT without token:", anonymous.status_code)
             registered = await http.put(REGISTRATION, json=body, headers=admin)
             print("PUT with token:", registered.status_code)
-            jwks = await http.get(f"{REGISTRATION}/jwks")  # the first fetch happens here
+            hidden = await http.get(f"{REGISTRATION}/status")  # reads are protected by default
+            print("GET status without token:", hidden.status_code)
+            jwks = await http.get(f"{REGISTRATION}/jwks", headers=admin)  # the first fetch happens here
             print("GET jwks:", jwks.status_code, "kids", ", ".join(key["kid"] for key in jwks.json()["keys"]))
-            health = await http.get("/healthz")
+            health = await http.get("/healthz")  # open: says pass or fail, and nothing else
             print("GET healthz:", health.status_code, health.json()["status"])
-            status = (await http.get(f"{REGISTRATION}/status")).json()
+            status = (await http.get(f"{REGISTRATION}/status", headers=admin)).json()
             print("GET status:", status["state"], "refreshes", status["refreshes"])
 
 

@@ -97,13 +97,14 @@ def bearer_auth(handler: Handler) -> Handler:
 
 async def main() -> None:
     async with LocalIdentityProvider() as idp:
+        admin_token = secrets.token_urlsafe(32)  # in production: from a secret store, never a literal
         provider = ProviderConfig(
             tenant=TENANT, provider=PROVIDER, jwks_url=idp.jwks_url, require_https=False, audience="orders"
         )
         app = create_app(
             provider,
             lambda: Registry(require_https=False, allow_private_networks=True),
-            admin_token=secrets.token_urlsafe(32),  # in production: from a secret store, never a literal
+            admin_token=admin_token,
         )
         good = idp.mint({"sub": "alice", "aud": "orders", "exp": int(time.time()) + 60})
         forged = good[:-6] + "AAAAAA"
@@ -117,7 +118,8 @@ async def main() -> None:
                 body = response.text if response.is_success else response.json()["detail"]
                 print(response.status_code, body)
             for path in ("/status", f"/tenants/{TENANT}/providers/{PROVIDER}/jwks"):
-                response = await http.get(ADMIN_PREFIX + path)
+                # the control plane's reads need its token too (protect_reads, the default)
+                response = await http.get(ADMIN_PREFIX + path, headers={"authorization": f"Bearer {admin_token}"})
                 print(f"GET {ADMIN_PREFIX}{path}:", response.status_code)
 
 

@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
+from ._asgi_fields import registration_defaults
 from ._asgi_http import ClientGone, HttpProblem, Receive, Request, Response, Scope, Send, send_response
 from ._asgi_routes import ROUTES, Access, Context, Handler
 from ._errors import ConfigError, NotRegisteredError, RegistryClosedError
@@ -44,7 +45,7 @@ def create_app(
     registry: Registry,
     *,
     admin_token: str | None = None,
-    protect_reads: bool = False,
+    protect_reads: bool = True,
     max_body_bytes: int = 64 * 1024,
 ) -> ASGIApp:
     """The control-plane ASGI 3 app over a running Registry.
@@ -54,10 +55,12 @@ def create_app(
 
     Args:
         registry: an open Registry; routes answer 503 once it is closed.
-        admin_token: the bearer token of mutating routes (PUT/DELETE registrations, refresh).
-            Without one those routes answer 403, so a read-only deployment needs no secret.
-        protect_reads: require the token on read routes too (``/healthz`` and ``/openapi.json``
-            stay open; the health report then omits provider names unless the token is shown).
+        admin_token: the bearer token of mutating routes (PUT/DELETE registrations, refresh) and,
+            with ``protect_reads``, of reads. Without one mutating routes answer 403.
+        protect_reads: require the token on read routes too (the default): status lists every
+            tenant, URL and error. ``/healthz`` and ``/openapi.json`` stay open; without the token
+            the health report says only ``pass`` or ``fail``. ``False`` serves reads to anyone,
+            and is needed to serve them without an ``admin_token``.
         max_body_bytes: request bodies larger than this are refused with 413 before being read.
 
     Returns:
@@ -65,14 +68,17 @@ def create_app(
 
     Raises:
         ConfigError: the token is shorter than 16 characters or not an RFC 6750 b64token,
-            ``protect_reads`` is set without a token, or ``max_body_bytes`` is not positive.
+            reads are protected (the default) without a token, or ``max_body_bytes`` is not positive.
     """
     if admin_token is not None and _TOKEN_RE.fullmatch(admin_token) is None:
         raise ConfigError(
             "admin_token must be 16-4096 characters of [A-Za-z0-9-._~+/] (RFC 6750), e.g. secrets.token_urlsafe(32)"
         )
     if protect_reads and admin_token is None:
-        raise ConfigError("protect_reads needs admin_token: no caller could ever read")
+        raise ConfigError(
+            "protect_reads (the default) needs admin_token: no caller could ever read; "
+            "give admin_token, or protect_reads=False to serve reads to anyone"
+        )
     if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
         raise ConfigError(f"max_body_bytes must be a positive int (got {max_body_bytes!r})")
     return _ControlPlane(registry, admin_token, protect_reads, max_body_bytes)
@@ -84,11 +90,16 @@ class _ControlPlane:
     def __init__(self, registry: Registry, admin_token: str | None, protect_reads: bool, max_body_bytes: int) -> None:
         self._token = admin_token.encode("ascii") if admin_token is not None else None
         self._protect_reads = protect_reads
+        # a PUT body means what a [[providers]] table of the serve file means under this registry
+        defaults = registration_defaults(require_https=registry._require_https)
         self._document = openapi_document(
-            admin_enabled=admin_token is not None, protect_reads=protect_reads, max_body_bytes=max_body_bytes
+            admin_enabled=admin_token is not None,
+            protect_reads=protect_reads,
+            max_body_bytes=max_body_bytes,
+            registration_defaults=defaults,
         )
         self._encoded: dict[str, bytes] = {}
-        self._ctx = Context(registry, protect_reads, max_body_bytes, self._openapi)
+        self._ctx = Context(registry, protect_reads, max_body_bytes, self._openapi, defaults)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")

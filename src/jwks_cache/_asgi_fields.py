@@ -32,7 +32,13 @@ from ._issuers import _TENANT_ID
 from ._nesting import json_problem
 from ._security import _MAX_URL_CHARS
 
-__all__ = ["REGISTRATION_RULES", "RETRY_RULES", "decode_registration", "invalid_registration"]
+__all__ = [
+    "REGISTRATION_RULES",
+    "RETRY_RULES",
+    "decode_registration",
+    "invalid_registration",
+    "registration_defaults",
+]
 
 _AT_PATH: Final = re.compile(r" - at `\$(?P<path>[^`]*)`$")
 _NAMED_FIELD: Final = re.compile(r"(?:missing required|unknown) field `(?P<name>[^`]+)`")
@@ -115,8 +121,25 @@ RETRY_RULES: Final[dict[str, dict[str, Any]]] = {
 }
 
 
-def decode_registration(body: bytes, tenant: str, provider: str) -> ProviderConfig:
-    """A ProviderConfig from a PUT body; tenant and provider come from the path (and must match if given)."""
+def registration_defaults(*, require_https: bool) -> dict[str, Any]:
+    """What a registration leaves out and takes from the server's registry rather than from ProviderConfig.
+
+    One meaning for a registration wherever it comes from (a ``[[providers]]`` table of the serve
+    file or a PUT body): under a registry with ``require_https = false`` an http registration need
+    not repeat it. The other floors (``allowed_domains``, ``allow_private_networks``) and defaults
+    (``default_refresh_early``, ``default_stale_while_error``) are the Registry's own, applied by
+    ``register`` to both alike.
+    """
+    return {"require_https": require_https}
+
+
+def decode_registration(
+    body: bytes, tenant: str, provider: str, defaults: dict[str, Any] | None = None
+) -> ProviderConfig:
+    """A ProviderConfig from a PUT body; tenant and provider come from the path (and must match if given).
+
+    ``defaults`` (:func:`registration_defaults`) fill the fields the body leaves out.
+    """
     problem = json_problem(body)
     if problem is not None:
         raise HttpProblem(400, f"the body {problem}")
@@ -131,6 +154,8 @@ def decode_registration(body: bytes, tenant: str, provider: str) -> ProviderConf
         if given != value:
             detail = f"{name} must match the path ({value!r}) or be left out"
             raise _refused([FieldError(detail=detail, pointer=f"#/{name}", field=name)])
+    for name, default in (defaults or {}).items():
+        data.setdefault(name, default)
     try:
         return msgspec.convert(data, type=ProviderConfig)
     except msgspec.ValidationError as exc:

@@ -42,6 +42,7 @@ class Context:
     protect_reads: bool
     max_body_bytes: int
     openapi: Callable[[str], bytes]  # root_path -> the encoded document
+    registration_defaults: dict[str, object]  # what a PUT body leaves out, as the serve file's tables
 
 
 Handler = Callable[[Context, Request, Mapping[str, str]], Awaitable[Response]]
@@ -82,15 +83,15 @@ class HealthFailure(msgspec.Struct, frozen=True, kw_only=True):
 class Health(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Readiness: ``pass`` when every provider has usable keys (ready, refreshing or stale).
 
-    ``failures`` is omitted when reads are protected and the caller shows no token, so an open
-    probe endpoint does not list tenant names. ``store`` (omitted without a snapshot store) says
-    ``degraded`` while the store's calls fail; it does not fail the check, as the registry keeps
-    serving and fetching without its store.
+    When reads are protected and the caller shows no token, only ``status`` is sent: an open probe
+    endpoint tells neither tenant names, URLs and errors, nor how many tenants there are. ``store``
+    (omitted without a snapshot store) says ``degraded`` while the store's calls fail; it does not
+    fail the check, as the registry keeps serving and fetching without its store.
     """
 
     status: Literal["pass", "fail"]
-    providers: int
-    failing: int
+    providers: int | None = None
+    failing: int | None = None
     failures: list[HealthFailure] | None = None
     detail: str | None = None
     store: Literal["ok", "degraded"] | None = None
@@ -115,7 +116,8 @@ async def put_provider(ctx: Context, request: Request, params: Mapping[str, str]
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type != JSON and not media_type.endswith("+json"):
         raise HttpProblem(415, "the registration must be sent as application/json")
-    config = decode_registration(await read_body(request, ctx.max_body_bytes), tenant, provider)
+    body = await read_body(request, ctx.max_body_bytes)
+    config = decode_registration(body, tenant, provider, ctx.registration_defaults)
     existed = (tenant, provider) in ctx.registry._providers
     try:
         await ctx.registry.register(config)
@@ -212,21 +214,25 @@ async def get_statuses(ctx: Context, request: Request, params: Mapping[str, str]
 
 
 async def get_health(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
+    show = request.authenticated or not ctx.protect_reads
     try:
         statuses = sorted(ctx.registry.statuses(), key=lambda s: (s.tenant, s.provider))
         store = ctx.registry.store_status()
     except RegistryClosedError as exc:  # probes read one shape: closed is unhealthy, not a problem
-        return json_response(503, Health(status="fail", providers=0, failing=0, detail=str(exc)))
+        closed = Health(status="fail", providers=0, failing=0, detail=str(exc))
+        return json_response(503, closed if show else Health(status="fail"))
     failing = [s for s in statuses if s.state not in _USABLE]
-    show = request.authenticated or not ctx.protect_reads
+    status: Literal["pass", "fail"] = "fail" if failing else "pass"
+    if not show:
+        return json_response(503 if failing else 200, Health(status=status))
     failures = [
         HealthFailure(tenant=s.tenant, provider=s.provider, state=s.state, last_error=s.last_error) for s in failing
     ]
     health = Health(
-        status="fail" if failing else "pass",
+        status=status,
         providers=len(statuses),
         failing=len(failing),
-        failures=failures if show else None,
+        failures=failures,
         store=None if store is None else "degraded" if store.degraded else "ok",
     )
     return json_response(503 if failing else 200, health)

@@ -28,6 +28,7 @@ from ._config import ProviderConfig
 from ._errors import ConfigError, FetchError, JwksCacheError, KeyNotFoundError, SecurityError, TokenError
 from ._published import Published
 from ._registry import Registry
+from ._transport import ca_file_context
 from ._version import __version__
 
 __all__ = ["InspectReport", "KeyRow", "build_parser", "format_table", "main"]
@@ -156,6 +157,14 @@ async def _demo(args: argparse.Namespace) -> int:
 # -- inspect ---------------------------------------------------------------------------------------
 
 
+def _add_cacert(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--cacert",
+        metavar="FILE",
+        help="trust the CA certificates of this PEM file instead of the default bundle (or SSL_CERT_FILE)",
+    )
+
+
 def _add_policy_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-http", action="store_true", help="allow plain http URLs (require_https off)")
     p.add_argument(
@@ -163,6 +172,7 @@ def _add_policy_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="allow hosts on loopback, private or link-local addresses (needed for 127.0.0.1)",
     )
+    _add_cacert(p)
 
 
 def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
@@ -416,6 +426,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser], common:
         metavar="NAME",
         help="the environment variable holding the admin bearer token; without it mutating routes answer 403",
     )
+    _add_cacert(p)  # overrides the file's [registry] ca_file
     p.set_defaults(handler=_serve)
 
 
@@ -423,15 +434,18 @@ async def _serve(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("hypercorn") is None:
         _error("serve needs hypercorn: install jwks-cache[server]")
         return EXIT_USAGE
-    from ._serve import load_serve_config, serve
+    from ._serve import load_serve_config, serve, with_ca_file
 
     def ready(providers: int) -> None:
         admin = "enabled" if admin_token is not None else "disabled (no admin token)"
-        print(f"{PROG}: {providers} provider(s) registered; admin routes {admin}", flush=True)
+        reads = "need the token" if config.control_plane.protect_reads else "open to anyone"
+        print(f"{PROG}: {providers} provider(s) registered; admin routes {admin}; reads {reads}", flush=True)
 
     try:
         admin_token = _admin_token(args.admin_token_env)
         config = load_serve_config(args.config)
+        if args.cacert is not None:
+            config = with_ca_file(config, args.cacert, setting="--cacert")
         await serve(
             config, host=args.host, port=args.port, backend=args.backend, admin_token=admin_token, on_ready=ready
         )
@@ -460,7 +474,11 @@ _COMMANDS: Final = (_add_demo, _add_inspect, _add_verify, _add_serve)
 
 
 def _one_off_registry(args: argparse.Namespace) -> Registry:
-    return Registry(require_https=not args.allow_http, allow_private_networks=args.allow_private_networks)
+    """Raises ConfigError (exit 2) for a --cacert file that cannot be used, naming it."""
+    context = None if args.cacert is None else ca_file_context(args.cacert, setting="--cacert")
+    return Registry(
+        require_https=not args.allow_http, allow_private_networks=args.allow_private_networks, ssl_context=context
+    )
 
 
 def _one_off_config(

@@ -22,6 +22,8 @@ __all__ = [
     "Headers",
     "compute_freshness",
     "conditional_headers",
+    "kept_for_revalidation",
+    "merge_not_modified",
     "parse_cache_control",
     "parse_delta_seconds",
     "parse_http_date",
@@ -40,6 +42,13 @@ _HEURISTIC_FRACTION: Final = 0.1
 _DELTA_DIRECTIVES: Final = frozenset({"max-age", "s-maxage", "stale-while-revalidate", "stale-if-error"})
 # RFC 9110 §8.8.3 entity-tag, restricted to visible ASCII: obs-text could not be sent back by httpx.
 _ETAG_RE: Final = re.compile(r'(?:W/)?"[\x21\x23-\x7e]*"')
+#: What a stored response keeps for a later 304 to update (RFC 9111 §4.3.4): the fields freshness
+#: reads that describe the representation. Validators are kept apart (Published.etag/last_modified);
+#: Date and Age describe one message, so a 304 brings its own (absent: now, and zero).
+_KEPT_FIELDS: Final = frozenset({"cache-control", "expires"})
+#: A stored response's kept fields larger than this are not a real IdP's: they are dropped (a
+#: snapshot is untrusted input), and the set then revalidates as if they had never been sent.
+_KEPT_MAX_CHARS: Final = 4096
 
 
 class Freshness(msgspec.Struct, frozen=True, kw_only=True):
@@ -312,6 +321,31 @@ def compute_freshness(
         etag=_etag(headers),
         last_modified=last_modified if modified_at is not None else None,
     )
+
+
+def kept_for_revalidation(headers: Headers) -> tuple[tuple[str, str], ...]:
+    """The Cache-Control and Expires lines a cache keeps so that a later 304 can update them.
+
+    Names come back lowercased; anything else, or more than a few KiB of them (from a tampered
+    snapshot, say), is dropped: these only ever lengthen a lifetime the operator bounds anyway.
+    """
+    kept = tuple((name, value) for key, value in headers if (name := key.strip().lower()) in _KEPT_FIELDS)
+    return kept if sum(len(name) + len(value) for name, value in kept) <= _KEPT_MAX_CHARS else ()
+
+
+def merge_not_modified(stored: Headers, update: Headers) -> tuple[tuple[str, str], ...]:
+    """The headers a 304 leaves in place: RFC 9111 §4.3.4 and §3.2.
+
+    Every field the 304 carries replaces the stored field of that name (all its lines); stored
+    fields it does not mention stay. So a 304 without Cache-Control keeps the stored ``max-age``
+    instead of falling back to a heuristic, and one carrying ``max-age`` or ``Expires`` replaces it.
+
+    Args:
+        stored: the stored response's fields (Cache-Control, Expires and the validators).
+        update: every header of the 304.
+    """
+    carried = {key.strip().lower() for key, _ in update}
+    return (*update, *((key, value) for key, value in stored if key.strip().lower() not in carried))
 
 
 def usable_validators(etag: str | None, last_modified: str | None) -> tuple[str | None, str | None]:

@@ -99,3 +99,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     #: key limits); a snapshot is restored only under the same rules. Snapshots written by hand may
     #: leave it unset: they are then restored for any registration of their name, issuer and URL
     rules: str | None = None
+    #: the response's Cache-Control and Expires lines (lowercased names): a restored set revalidated
+    #: by a 304 that omits them keeps them, as a set fetched by this process would (RFC 9111 §4.3.4).
+    #: Absent in older snapshots; such a set then takes the lifetime the 304 alone gives
+    cache_headers: tuple[tuple[str, str], ...] = ()

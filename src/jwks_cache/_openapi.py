@@ -258,7 +258,7 @@ def _constrain(properties: dict[str, Any], rules: dict[str, dict[str, Any]]) -> 
     return constrained
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(registration_defaults: dict[str, Any]) -> dict[str, Any]:
     _, schemas = msgspec.json.schema_components(
         [ProviderConfig, ProviderStatus, Problem, ValidationProblem, Health], ref_template=_REF
     )
@@ -268,7 +268,10 @@ def _schemas() -> dict[str, Any]:
         "A ProviderConfig; `tenant` and `provider` come from the path and, if given, must match it."
     )
     registration.pop("required", None)
-    registration["properties"] = _constrain(registration["properties"], REGISTRATION_RULES)
+    properties = _constrain(registration["properties"], REGISTRATION_RULES)
+    for name, default in registration_defaults.items():  # this server's, not ProviderConfig's
+        properties[name] = {**properties[name], "default": default}
+    registration["properties"] = properties
     registration["anyOf"] = [  # jwks_url or issuer
         {"required": [name], "properties": {name: {"type": "string"}}} for name in ("jwks_url", "issuer")
     ]
@@ -296,8 +299,17 @@ def _schemas() -> dict[str, Any]:
     return schemas
 
 
-def openapi_document(*, admin_enabled: bool, protect_reads: bool, max_body_bytes: int) -> dict[str, Any]:
-    """The document for an app with these settings (``servers`` is added per mount by the app)."""
+def openapi_document(
+    *,
+    admin_enabled: bool,
+    protect_reads: bool,
+    max_body_bytes: int,
+    registration_defaults: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The document for an app with these settings (``servers`` is added per mount by the app).
+
+    ``registration_defaults`` are the defaults a PUT body gets from this server's registry.
+    """
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         item = paths.setdefault(route.template, {})
@@ -310,7 +322,7 @@ def openapi_document(*, admin_enabled: bool, protect_reads: bool, max_body_bytes
         "info": {"title": "jwks-cache control plane", "version": __version__, "description": _DESCRIPTION},
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": _schemas(registration_defaults or {}),
             "securitySchemes": {_BEARER: {"type": "http", "scheme": "bearer", "description": "The admin token."}},
         },
     }

@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 from ._boundary import as_library_error
 from ._clock import Clock, move_on_at
 from ._errors import ResponseTooLargeError, StoreError
-from ._freshness import usable_validators
+from ._freshness import kept_for_revalidation, usable_validators
 from ._models import Snapshot, StoreStatus
 from ._published import Published
 from ._security import check_url
@@ -154,6 +154,7 @@ class Persistence:
             expires_at=published.wall_expires_at,
             issuer=cfg.issuer,
             rules=provider.refresher.rules,
+            cache_headers=published.cache_headers,
         )
 
     def published_from(self, provider: Provider, snapshot: Snapshot) -> Published | None:
@@ -192,6 +193,7 @@ class Persistence:
             etag=etag,
             last_modified=last_modified,
             no_store=False,
+            cache_headers=kept_for_revalidation(snapshot.cache_headers),
         )
 
     async def load(self, provider: Provider) -> Published | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._fetch import Headers
 from ._jose import KeyTable
 
 __all__ = ["Published"]
@@ -16,6 +17,7 @@ class Published:
 
     __slots__ = (
         "body",
+        "cache_headers",
         "etag",
         "expires_at",
         "fetched_at",
@@ -43,6 +45,7 @@ class Published:
         last_modified: str | None,
         no_store: bool,
         revalidated: bool = False,
+        cache_headers: Headers = (),
     ) -> None:
         self.table = table
         self.body = table.body  # the table's own bytes: one copy per distinct document
@@ -57,3 +60,5 @@ class Published:
         self.last_modified = last_modified
         self.no_store = no_store
         self.revalidated = revalidated  # re-dated by a 304, not fetched anew
+        # the response's Cache-Control and Expires lines, which a 304 that omits them leaves in force
+        self.cache_headers = cache_headers

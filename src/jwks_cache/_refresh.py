@@ -16,7 +16,7 @@ from ._clock import Clock
 from ._config import ProviderConfig
 from ._errors import FetchError, InvalidJwksError, SecurityError
 from ._fetch import Fetcher, FetchResult
-from ._freshness import compute_freshness, conditional_headers
+from ._freshness import compute_freshness, conditional_headers, kept_for_revalidation, merge_not_modified
 from ._issuers import discovery_accepts
 from ._jose import TableCache
 from ._nesting import json_problem
@@ -59,6 +59,12 @@ class _Discovered:
     def __init__(self, jwks_uri: str, expires_at: float) -> None:
         self.jwks_uri = jwks_uri
         self.expires_at = expires_at
+
+
+def _stored_headers(current: Published) -> tuple[tuple[str, str], ...]:
+    """What the cache holds of the response a 304 answers: its caching lines and validators."""
+    validators = (("etag", current.etag), ("last-modified", current.last_modified))
+    return (*current.cache_headers, *((name, value) for name, value in validators if value is not None))
 
 
 class Refresher:
@@ -144,11 +150,16 @@ class Refresher:
             extra = conditional_headers(current.etag, current.last_modified)
         result = await self._get(url, extra, self._config.max_response_bytes, background)
         cfg = self._config
-        fresh = compute_freshness(result.headers, now=result.received_at, min_ttl=cfg.min_ttl, max_ttl=cfg.max_ttl)
+        headers = result.headers
         if result.status == 304:
             if current is None or not extra:
                 raise FetchError(f"GET {url}: 304 Not Modified to an unconditional request", url=url, status=304)
-            # the same keys, with the freshness the 304 grants (and its validators, when it sent new ones)
+            # RFC 9111 §4.3.4: the 304 updates the stored response's headers; freshness is theirs
+            headers = merge_not_modified(_stored_headers(current), headers)
+        fresh = compute_freshness(headers, now=result.received_at, min_ttl=cfg.min_ttl, max_ttl=cfg.max_ttl)
+        if result.status == 304:
+            assert current is not None
+            # the same keys; a malformed new validator does not erase a good stored one
             table, url = current.table, current.url
             etag, last_modified = fresh.etag or current.etag, fresh.last_modified or current.last_modified
         else:
@@ -168,6 +179,7 @@ class Refresher:
             last_modified=last_modified,
             no_store=fresh.no_store,
             revalidated=result.status == 304,
+            cache_headers=kept_for_revalidation(headers),
         )
 
     async def _get(self, url: str, extra: dict[str, str], max_bytes: int, background: bool) -> FetchResult:

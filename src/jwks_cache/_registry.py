@@ -69,7 +69,9 @@ class Registry(anyio.AsyncContextManagerMixin):
             library hop by hop. Without one the registry makes and closes its own.
         store: a SnapshotStore for warm restarts (see the persistence docs).
         clock: a Clock; tests pass ``jwks_cache.testing.VirtualClock``.
-        ssl_context: for the registry's own client: a private CA, or a client certificate. Prefer
+        ssl_context: for the registry's own client: a private CA, or a client certificate. Without
+            it the client trusts certifi's bundle, or what ``SSL_CERT_FILE``/``SSL_CERT_DIR`` name
+            when set (an unusable one is a ConfigError on entering the registry). Prefer
             it to ``http_client`` whenever a proxy is not needed: the registry's own transport
             checks every DNS answer and the connected address (and pins) before a request is
             sent, which a client you bring can only have checked after its response.

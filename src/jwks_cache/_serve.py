@@ -13,9 +13,14 @@ The configuration file::
     allowed_domains = ["example.com"]
     allow_private_networks = false
     max_concurrent_fetches = 32      # upstream requests at once; raise for thousands of tenants
+    ca_file = "private-ca.pem"       # trust only these CA certificates (PEM), relative to this file;
+                                     # without it: SSL_CERT_FILE/SSL_CERT_DIR when set, else certifi
 
     [store]                          # optional; snapshots survive restarts
     file = "snapshots"               # a directory, relative to the configuration file
+
+    [control_plane]                  # optional
+    protect_reads = true             # reads need the admin token (the default); false: open to anyone
 
     [[providers]]                    # any number; ProviderConfig fields
     tenant = "acme"
@@ -35,14 +40,25 @@ import anyio
 import msgspec
 
 from ._asgi import ASGIApp, create_app
+from ._asgi_fields import registration_defaults
 from ._config import _HOST_RE, ProviderConfig, decode_config
 from ._errors import ConfigError
 from ._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES
 from ._nesting import toml_problem
 from ._registry import Registry
 from ._stores import FileStore, SnapshotStore
+from ._transport import ca_file_context
 
-__all__ = ["RegistryOptions", "ServeConfig", "StoreOptions", "load_serve_config", "open_registry", "serve"]
+__all__ = [
+    "ControlPlaneOptions",
+    "RegistryOptions",
+    "ServeConfig",
+    "StoreOptions",
+    "load_serve_config",
+    "open_registry",
+    "serve",
+    "with_ca_file",
+]
 
 Backend = Literal["asyncio", "trio"]
 _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
@@ -56,12 +72,23 @@ class RegistryOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     allowed_domains: tuple[str, ...] = ()
     allow_private_networks: bool = False
     max_concurrent_fetches: Annotated[int, msgspec.Meta(ge=2, le=MAX_CONCURRENT_FETCHES)] = DEFAULT_CONCURRENT_FETCHES
+    #: a PEM file of CA certificates trusted instead of the default; :func:`load_serve_config`
+    #: resolves it against the file's folder and checks that it loads
+    ca_file: str | None = None
 
 
 class StoreOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The ``[store]`` table; ``file`` is a directory for a :class:`FileStore`."""
 
     file: str
+
+
+class ControlPlaneOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The ``[control_plane]`` table: the settings of :func:`jwks_cache.asgi.create_app` a file can set."""
+
+    #: reads (status, JWKS) need the admin token; ``false`` serves them to anyone, as a deployment
+    #: without ``--admin-token-env`` must choose explicitly
+    protect_reads: bool = True
 
 
 class ServeConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -71,11 +98,13 @@ class ServeConfig(msgspec.Struct, frozen=True, kw_only=True):
     store: StoreOptions | None
     providers: tuple[ProviderConfig, ...]
     path: Path  # the file: errors name it, and a relative store directory is resolved against its folder
+    control_plane: ControlPlaneOptions = ControlPlaneOptions()
 
 
 class _FileLayout(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     registry: dict[str, Any] = msgspec.field(default_factory=dict)
     store: dict[str, Any] | None = None
+    control_plane: dict[str, Any] = msgspec.field(default_factory=dict)
     providers: list[dict[str, Any]] = msgspec.field(default_factory=list)
 
 
@@ -109,21 +138,44 @@ def load_serve_config(path: str | Path) -> ServeConfig:
             raise ConfigError(
                 f"{path}: [registry]: allowed_domains entries must be canonical hostnames (got {domain!r})"
             )
+    if registry.ca_file is not None:
+        registry = _with_ca_file(registry, path.parent / registry.ca_file, setting=f"{path}: [registry] ca_file")
     store = None if layout.store is None else _convert(path, "[store]", layout.store, StoreOptions)
+    control_plane = _convert(path, "[control_plane]", layout.control_plane, ControlPlaneOptions)
     providers: list[ProviderConfig] = []
     seen: set[tuple[str, str]] = set()
     for index, table in enumerate(layout.providers):
         where = f"providers[{index}]"
-        # The registry's https policy is the natural default; a file says it once, not per provider.
+        # The registry's https policy is the natural default; a file says it once, not per provider
+        # (and a PUT to the control plane gets the very same defaults).
         try:
-            config = decode_config({"require_https": registry.require_https, **table}, ProviderConfig)
+            defaults = registration_defaults(require_https=registry.require_https)
+            config = decode_config({**defaults, **table}, ProviderConfig)
         except ConfigError as exc:
             raise ConfigError(f"{path}: {where}: {exc}") from exc
         if config.key in seen:
             raise ConfigError(f"{path}: {where}: duplicate tenant/provider {config.tenant}/{config.provider}")
         seen.add(config.key)
         providers.append(config)
-    return ServeConfig(registry=registry, store=store, providers=tuple(providers), path=path)
+    return ServeConfig(
+        registry=registry, store=store, providers=tuple(providers), path=path, control_plane=control_plane
+    )
+
+
+def with_ca_file(config: ServeConfig, ca_file: str | Path, *, setting: str) -> ServeConfig:
+    """``config`` with another CA file (``serve --cacert``), relative to the working directory.
+
+    Raises:
+        ConfigError: the file cannot be read or holds no certificate; the message names ``setting``.
+    """
+    return msgspec.structs.replace(config, registry=_with_ca_file(config.registry, Path(ca_file), setting=setting))
+
+
+def _with_ca_file(registry: RegistryOptions, ca_file: Path, *, setting: str) -> RegistryOptions:
+    # an absolute path, checked now: a bad CA file is a startup error, not a failure of every fetch
+    ca_file = ca_file.absolute()
+    ca_file_context(ca_file, setting=setting)
+    return msgspec.structs.replace(registry, ca_file=str(ca_file))
 
 
 def _convert(path: Path, where: str, data: Any, kind: type[_T]) -> _T:
@@ -145,6 +197,7 @@ def open_registry(config: ServeConfig) -> Registry:
         allow_private_networks=options.allow_private_networks,
         store=store,
         max_concurrent_fetches=options.max_concurrent_fetches,
+        ssl_context=None if options.ca_file is None else ca_file_context(options.ca_file, setting="ca_file"),
     )
 
 
@@ -167,15 +220,22 @@ async def serve(
         on_ready: called with the number of registered providers before the server starts.
 
     Raises:
-        ConfigError: a registration breaks a registry floor, or the admin token is malformed.
+        ConfigError: a registration breaks a registry floor, the admin token is malformed, or reads
+            are protected without one.
     """
+    protect_reads = config.control_plane.protect_reads
+    if protect_reads and admin_token is None:  # said before anything starts, in the file's terms
+        raise ConfigError(
+            f"{config.path}: [control_plane] protect_reads: reads need the admin token (the default); "
+            "pass --admin-token-env, or set protect_reads = false to serve them to anyone"
+        )
     async with open_registry(config) as reg:
         for index, provider in enumerate(config.providers):
             try:
                 await reg.register(provider)
             except ConfigError as exc:
                 raise ConfigError(f"{config.path}: providers[{index}]: {exc}") from exc
-        app = create_app(reg, admin_token=admin_token)
+        app = create_app(reg, admin_token=admin_token, protect_reads=protect_reads)
         if on_ready is not None:
             on_ready(len(config.providers))
         await _run_hypercorn(app, host=host, port=port, backend=backend)

@@ -11,6 +11,7 @@ the one private attribute (``_pool``) this module replaces; a test pins that con
 from __future__ import annotations
 
 import contextvars
+import os
 import socket
 import ssl
 import typing
@@ -21,9 +22,17 @@ import httpcore
 import httpx
 from anyio import getaddrinfo
 
+from ._errors import ConfigError
 from ._security import HopPolicy, check_address, check_pin
 
-__all__ = ["GuardedTransport", "guarded_client", "hop_policy", "resolve_checked"]
+__all__ = [
+    "GuardedTransport",
+    "ca_file_context",
+    "default_ssl_context",
+    "guarded_client",
+    "hop_policy",
+    "resolve_checked",
+]
 
 #: The policy of the hop being sent, read by the backend when it opens a connection for it.
 _HOP: contextvars.ContextVar[tuple[HopPolicy, str] | None] = contextvars.ContextVar("jwks_cache_hop", default=None)
@@ -129,12 +138,53 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+def ca_file_context(ca_file: str | os.PathLike[str], *, setting: str) -> ssl.SSLContext:
+    """A verifying client context that trusts exactly the CA certificates of one PEM file.
+
+    As ``curl --cacert`` does, the file replaces the default trust (certifi's bundle) rather than
+    adding to it: a private IdP's CA is then the only thing its keys can be served under.
+
+    Raises:
+        ConfigError: the file cannot be read or holds no certificate; the message names ``setting``
+            and the file, as an operator reads it in one line.
+    """
+    try:
+        return ssl.create_default_context(cafile=os.fspath(ca_file))
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{setting}: {ca_file}: not a PEM file of CA certificates ({exc.reason})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read CA file {ca_file}: {exc.strerror or exc}") from exc
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """The trust of the registry's own client: certifi's bundle, or what ``SSL_CERT_FILE``/``SSL_CERT_DIR`` name.
+
+    When either variable is set (non-empty), the context trusts what they name (both, when both
+    are), in place of certifi's bundle: what OpenSSL does with them for Python's
+    ``ssl.create_default_context()``, and what httpx does with ``trust_env``. Unset, the trust is
+    certifi's, whatever the system's store holds. A variable naming nothing usable is a
+    ConfigError rather than a silent fall back to another trust.
+    """
+    ca_file = os.environ.get("SSL_CERT_FILE") or None
+    ca_dir = os.environ.get("SSL_CERT_DIR") or None
+    if ca_file is None and ca_dir is None:
+        return httpx.create_ssl_context(trust_env=False)
+    if ca_dir is not None and not os.path.isdir(ca_dir):
+        raise ConfigError(f"SSL_CERT_DIR: {ca_dir} is not a directory")
+    if ca_file is None:
+        return ssl.create_default_context(capath=ca_dir)
+    context = ca_file_context(ca_file, setting="SSL_CERT_FILE")
+    if ca_dir is not None:
+        context.load_verify_locations(capath=ca_dir)
+    return context
+
+
 class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with the guarded network backend underneath."""
 
     def __init__(self, *, verify: ssl.SSLContext | None = None, max_connections: int = 100) -> None:
         super().__init__(trust_env=False)
-        self.ssl_context = verify or httpx.create_ssl_context(trust_env=False)  # its trust goes into snapshots
+        self.ssl_context = verify or default_ssl_context()  # how it verifies (not what it trusts) goes into snapshots
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=self.ssl_context,
             max_connections=max(100, max_connections),

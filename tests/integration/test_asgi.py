@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -25,6 +26,7 @@ from tests.helpers import PROVIDER, TENANT, config_for, eventually, loopback_reg
 from jwks_cache import ConfigError, ProviderState, ProviderStatus, Registry
 from jwks_cache._asgi_http import Problem, ValidationProblem
 from jwks_cache._asgi_routes import ROUTES, Health
+from jwks_cache._serve import load_serve_config, open_registry
 from jwks_cache.asgi import create_app
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
@@ -133,12 +135,16 @@ def _check_body(schema: dict[str, Any], body: bytes, where: str) -> None:
 
 @asynccontextmanager
 async def control_plane(
-    registry: Registry, *, root_path: str = "", **settings: Any
+    registry: Registry, *, root_path: str = "", client_headers: dict[str, str] | None = None, **settings: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of ``create_app(registry, **settings)``; on exit, the OpenAPI property is checked."""
+    """A client of ``create_app(registry, **settings)``; on exit, the OpenAPI property is checked.
+
+    ``client_headers`` go with every request (``ADMIN``: a reader holding the token).
+    """
     recorder = Recorder(create_app(registry, **settings))
     transport = httpx.ASGITransport(app=recorder, root_path=root_path)
-    async with httpx.AsyncClient(transport=transport, base_url="http://control-plane" + root_path) as client:
+    base_url = "http://control-plane" + root_path
+    async with httpx.AsyncClient(transport=transport, base_url=base_url, headers=client_headers) as client:
         yield client
         document = msgspec.json.decode(await _raw_openapi(recorder.app))
     assert_documented(document, recorder.seen)
@@ -161,11 +167,14 @@ async def _raw_openapi(app: Any) -> bytes:
 async def admin_stack(
     clock: VirtualClock | None = None,
 ) -> AsyncIterator[tuple[LocalIdentityProvider, Registry, httpx.AsyncClient]]:
-    """An identity provider, a loopback Registry and an admin client of its control plane."""
+    """An identity provider, a loopback Registry and an admin client of its control plane.
+
+    Reads are protected (the default): the client shows the token on every request.
+    """
     async with (
         LocalIdentityProvider() as idp,
         loopback_registry(clock) as reg,
-        control_plane(reg, admin_token=TOKEN) as client,
+        control_plane(reg, admin_token=TOKEN, client_headers=ADMIN) as client,
     ):
         yield idp, reg, client
 
@@ -290,17 +299,57 @@ async def test_delete_unregisters_then_404() -> None:
             assert reg.statuses() == []
 
 
+async def test_a_put_body_means_what_the_same_table_of_the_serve_file_means(tmp_path: Path) -> None:
+    """The server's registry floors and defaults apply to a PUT exactly as to the file's providers."""
+    async with LocalIdentityProvider() as idp:
+        table = {"jwks_url": idp.jwks_url, "min_ttl": 60}
+        file = tmp_path / "serve.toml"
+        lines = [f"{name} = {msgspec.json.encode(value).decode()}" for name, value in table.items()]
+        file.write_text(
+            "[registry]\nrequire_https = false\nallow_private_networks = true\n"  # no require_https per provider
+            f'[[providers]]\ntenant = "{TENANT}"\nprovider = "from-file"\n' + "\n".join(lines) + "\n"
+        )
+        config = load_serve_config(file)
+        with anyio.fail_after(10):
+            async with open_registry(config) as reg:
+                await reg.register(config.providers[0])
+                async with control_plane(reg, admin_token=TOKEN, client_headers=ADMIN) as c:
+                    put = await c.put(f"/tenants/{TENANT}/providers/via-put", json=table)
+                    assert put.status_code == 201, put.text  # not a 422 asking to repeat require_https
+                    names = ("from-file", "via-put")
+                    from_file, via_put = (reg._providers[(TENANT, name)].config for name in names)
+                    assert msgspec.structs.replace(via_put, provider="from-file") == from_file
+                    assert from_file.require_https is False
+                    await reg.refresh(TENANT, "from-file")
+                    await reg.refresh(TENANT, "via-put")
+                    same = ("state", "jwks_url", "key_ids", "error_count", "last_error", "labels")
+                    statuses = [(await c.get(f"/tenants/{TENANT}/providers/{p}/status")).json() for p in names]
+                    assert [{k: status[k] for k in same} for status in statuses] == [
+                        {k: statuses[0][k] for k in same}
+                    ] * 2
+                    assert statuses[0]["state"] == "ready"
+                    strict = await c.put(f"/tenants/{TENANT}/providers/strict", json={**table, "require_https": True})
+                    assert strict.status_code == 422  # a body may still be stricter than the server
+                    document = (await c.get("/openapi.json")).json()
+                    registration_schema = document["components"]["schemas"]["ProviderRegistration"]
+                    assert registration_schema["properties"]["require_https"]["default"] is False
+
+
 # -- authorization -----------------------------------------------------------------------------------
 
 
 async def test_mutating_routes_answer_403_without_an_admin_token() -> None:
     with anyio.fail_after(10):
-        async with LocalIdentityProvider() as idp, loopback_registry() as reg, control_plane(reg) as c:
+        async with (
+            LocalIdentityProvider() as idp,
+            loopback_registry() as reg,
+            control_plane(reg, protect_reads=False) as c,
+        ):
             assert (await c.put(BASE, json=registration(idp), headers=ADMIN)).status_code == 403
             await reg.register(config_for(idp))
             assert (await c.post(BASE + "/refresh", headers=ADMIN)).status_code == 403
             assert (await c.delete(BASE, headers=ADMIN)).status_code == 403
-            assert (await c.get(BASE + "/status")).status_code == 200  # reads stay open
+            assert (await c.get(BASE + "/status")).status_code == 200  # reads are open, as chosen
             document = (await c.get("/openapi.json")).json()
             assert set(document["paths"]["/tenants/{tenant}/providers/{provider}"]["put"]["responses"]) == {"403"}
 
@@ -326,13 +375,15 @@ async def test_missing_or_wrong_token_is_401_before_the_body_is_read(authorizati
                 assert response.headers["www-authenticate"] == challenge
 
 
-async def test_protect_reads_needs_the_token_except_for_health_and_openapi() -> None:
+async def test_reads_need_the_token_by_default_except_for_health_and_openapi() -> None:
     with anyio.fail_after(10):
         async with (
             LocalIdentityProvider() as idp,
             loopback_registry() as reg,
-            control_plane(reg, admin_token=TOKEN, protect_reads=True) as c,
+            control_plane(reg, admin_token=TOKEN) as c,
         ):
+            healthy = await c.get("/healthz")
+            assert (healthy.status_code, healthy.json()) == (200, {"status": "pass"})
             idp.fail(404)  # before registering: the first fetch must not win the race
             await register(c, idp)
             await eventually(lambda: reg.status(TENANT, PROVIDER).state is ProviderState.FAILED)
@@ -341,9 +392,11 @@ async def test_protect_reads_needs_the_token_except_for_health_and_openapi() -> 
                 assert (await c.get(path, headers=ADMIN)).status_code in (200, 503)
             anonymous = await c.get("/healthz")
             assert anonymous.status_code == 503
-            assert anonymous.json() == {"status": "fail", "providers": 1, "failing": 1}  # no tenant names
+            assert anonymous.json() == {"status": "fail"}  # no tenant names, URLs, errors or counts
+            assert msgspec.json.encode(anonymous.json()).count(b'"') == 4
             shown = (await c.get("/healthz", headers=ADMIN)).json()
             assert [(f["tenant"], f["state"]) for f in shown["failures"]] == [(TENANT, "failed")]
+            assert (shown["providers"], shown["failing"]) == (1, 1)
             assert (await c.get("/openapi.json")).status_code == 200
             jwks = await c.get(BASE + "/jwks", headers=ADMIN)
             assert jwks.status_code == 503 and jwks.headers["content-type"] == PROBLEM
@@ -354,6 +407,7 @@ def test_create_app_refuses_unsafe_settings() -> None:
     for settings in (
         {"admin_token": "short"},
         {"admin_token": "has spaces in the middle of it"},
+        {},  # reads are protected by default: without a token no caller could read
         {"protect_reads": True},
         {"admin_token": TOKEN, "max_body_bytes": 0},
     ):
@@ -378,14 +432,14 @@ async def test_jwks_with_strong_etag_304_and_cache_control_from_freshness() -> N
             digest = base64.urlsafe_b64encode(hashlib.sha256(response.content).digest()).rstrip(b"=").decode()
             etag = response.headers["etag"]
             assert etag == f'"{digest}"'
-            assert response.headers["cache-control"] == "public, max-age=300"
+            assert response.headers["cache-control"] == "private, max-age=300"
             for validator in (etag, f"W/{etag}", f'"other", {etag}', "*"):
                 cached = await c.get(BASE + "/jwks", headers={"if-none-match": validator})
                 assert cached.status_code == 304 and cached.content == b""
                 assert cached.headers["etag"] == etag
             assert (await c.get(BASE + "/jwks", headers={"if-none-match": '"other"'})).status_code == 200
             await clock.advance(100)
-            assert (await c.get(BASE + "/jwks")).headers["cache-control"] == "public, max-age=200"
+            assert (await c.get(BASE + "/jwks")).headers["cache-control"] == "private, max-age=200"
             one = await c.get(BASE + "/jwks", params={"kid": idp.kids[1]})
             assert [key["kid"] for key in one.json()["keys"]] == [idp.kids[1]]
             assert one.headers["etag"] != etag
@@ -405,7 +459,7 @@ async def test_jwks_serves_stale_keys_uncacheable_then_503_with_retry_after() ->
             idp.fail(503)
             await clock.advance(61.0)
             stale = await c.get(BASE + "/jwks")
-            assert stale.status_code == 200 and stale.headers["cache-control"] == "public, no-cache"
+            assert stale.status_code == 200 and stale.headers["cache-control"] == "private, no-cache"
             assert (await c.get("/healthz")).json()["status"] == "pass"  # stale keys are usable keys
             await clock.advance(60.0)
             gone = await c.get(BASE + "/jwks")
@@ -500,7 +554,7 @@ async def test_closed_registry_answers_503() -> None:
     with anyio.fail_after(10):
         async with loopback_registry() as reg:
             pass
-        async with control_plane(reg, admin_token=TOKEN) as c:
+        async with control_plane(reg, admin_token=TOKEN, client_headers=ADMIN) as c:
             for method, path in (("GET", "/status"), ("GET", BASE + "/jwks"), ("PUT", BASE)):
                 response = await c.request(method, path, headers=ADMIN, json={"jwks_url": "https://id.example/jwks"})
                 assert response.status_code == 503 and response.json()["type"].endswith(":registry-closed")
@@ -510,6 +564,8 @@ async def test_closed_registry_answers_503() -> None:
                 and health.json()["status"] == "fail"
                 and "not open" in health.json()["detail"]
             )
+            anonymous = await c.get("/healthz", headers={"authorization": ""})
+            assert (anonymous.status_code, anonymous.json()) == (503, {"status": "fail"})
 
 
 # -- routing and ASGI --------------------------------------------------------------------------------
@@ -528,14 +584,15 @@ async def test_unknown_route_is_404_and_wrong_method_405_with_allow() -> None:
 async def test_mounted_under_a_root_path() -> None:
     with anyio.fail_after(10):
         async with LocalIdentityProvider() as idp, loopback_registry() as reg:
-            async with control_plane(reg, admin_token=TOKEN, root_path="/cp") as c:
+            async with control_plane(reg, admin_token=TOKEN, root_path="/cp", client_headers=ADMIN) as c:
                 await register(c, idp)
                 assert (await c.get(BASE + "/jwks")).status_code == 200
                 assert (await c.get("/healthz")).status_code == 200
                 assert (await c.get("/openapi.json")).json()["servers"] == [{"url": "/cp"}]
                 assert (await c.post(BASE + "/refresh", headers=ADMIN)).headers["location"] == f"/cp{BASE}/status"
             # hosts that strip the prefix from ``path`` themselves work too
-            status, _, _ = await asgi_call(create_app(reg), {"path": "/healthz", "root_path": "/cp"})
+            app = create_app(reg, protect_reads=False)
+            status, _, _ = await asgi_call(app, {"path": "/healthz", "root_path": "/cp"})
             assert status == 200
 
 
@@ -605,7 +662,8 @@ async def test_openapi_document_covers_exactly_the_routes() -> None:
     assert "required" not in schemas["ProviderRegistration"]
     put = document["paths"]["/tenants/{tenant}/providers/{provider}"]["put"]
     assert put["security"] == [{"bearerAuth": []}] and "401" in put["responses"] and "403" not in put["responses"]
-    assert document["paths"]["/status"]["get"]["security"] == []
+    assert document["paths"]["/status"]["get"]["security"] == [{"bearerAuth": []}]  # reads protected by default
+    assert document["paths"]["/healthz"]["get"]["security"] == [{}, {"bearerAuth": []}]
 
 
 # -- a real server -----------------------------------------------------------------------------------
@@ -634,6 +692,7 @@ async def test_serves_under_hypercorn(anyio_backend: tuple[str, dict[str, Any]])
                 assert (await client.get("/healthz")).status_code == 200
                 created = await client.put(BASE, json=registration(idp), headers=ADMIN)
                 assert created.status_code == 201
-                jwks = await client.get(BASE + "/jwks")
+                assert (await client.get(BASE + "/jwks")).status_code == 401
+                jwks = await client.get(BASE + "/jwks", headers=ADMIN)
                 assert [key["kid"] for key in jwks.json()["keys"]] == idp.kids
             stop.set()

@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -221,3 +222,82 @@ async def test_verify_failure_is_one_line_with_its_reason_and_exit_1(
     assert line.startswith(f"jwks-cache: error: {reason}: ")
     assert "alice" not in line  # no claims in errors
     assert capsys.readouterr().out == ""
+
+
+# -- TLS trust -------------------------------------------------------------------------------------
+
+PRIVATE_ONLY = ["--allow-private-networks"]  # https, but on 127.0.0.1
+
+
+@pytest.fixture
+def no_env_trust(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests decide the trust: a CI machine's own SSL_CERT_FILE must not."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+
+
+@pytest.mark.usefixtures("no_env_trust")
+async def test_inspect_trusts_a_private_ca_given_with_cacert(
+    anyio_backend_name: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    async with LocalIdentityProvider(tls=True) as idp:
+        ca = tmp_path / "ca.pem"
+        idp.ca.cert_pem.write_to_path(str(ca))
+        argv = ["--backend", anyio_backend_name, "inspect", idp.jwks_url, *PRIVATE_ONLY]
+        assert await _run(*argv) == 1  # certifi does not know the IdP's CA
+        assert "CERTIFICATE_VERIFY_FAILED" in _one_error_line(capsys)
+        assert await _run(*argv, "--cacert", str(ca)) == 0
+        assert "keys: 2 served, 0 skipped" in capsys.readouterr().out
+        assert idp.request_count == 1
+
+
+@pytest.mark.usefixtures("no_env_trust")
+async def test_verify_trusts_a_private_ca_given_with_cacert(
+    anyio_backend_name: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    async with LocalIdentityProvider(tls=True) as idp:
+        ca = tmp_path / "ca.pem"
+        idp.ca.cert_pem.write_to_path(str(ca))
+        argv = ["--backend", anyio_backend_name, "verify", idp.mint(_claims()), "--issuer", idp.issuer]
+        assert await _run(*argv, "--audience", "api", "--cacert", str(ca), *PRIVATE_ONLY) == 0
+        assert json.loads(capsys.readouterr().out)["sub"] == "alice"
+
+
+@pytest.mark.usefixtures("no_env_trust")
+async def test_ssl_cert_file_in_the_environment_is_trusted(
+    anyio_backend_name: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with LocalIdentityProvider(tls=True) as idp:
+        ca = tmp_path / "ca.pem"
+        idp.ca.cert_pem.write_to_path(str(ca))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        assert await _run("--backend", anyio_backend_name, "inspect", idp.jwks_url, *PRIVATE_ONLY) == 0
+        assert "keys: 2 served" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(None, "cannot read CA file"), (b"not a certificate\n", "not a PEM file of CA certificates")],
+    ids=["missing", "not-pem"],
+)
+@pytest.mark.usefixtures("no_env_trust")
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_an_unusable_cacert_is_one_line_naming_the_file_and_exit_2(
+    command: str, content: bytes | None, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_bytes(content)
+    target = ["https://127.0.0.1:9/jwks"] if command == "inspect" else ["a.b.c", "--jwks-url", "https://127.0.0.1:9/j"]
+    assert main([command, *target, *PRIVATE_ONLY, "--cacert", str(ca)]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("jwks-cache: error: --cacert: ") and str(ca) in line and problem in line
+
+
+def test_an_unusable_ssl_cert_file_is_one_line_naming_the_variable_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "absent.pem"))
+    assert main(["inspect", "https://127.0.0.1:9/jwks", *PRIVATE_ONLY]) == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("jwks-cache: error: SSL_CERT_FILE: ") and "absent.pem" in line

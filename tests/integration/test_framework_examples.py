@@ -31,6 +31,7 @@ MOUNTED = ["GET /admin/jwks/status: 200", "GET /admin/jwks/tenants/acme/provider
             [
                 "PUT without token: 401",
                 "PUT with token: 201",
+                "GET status without token: 401",
                 "GET jwks: 200 kids key-1, key-2",
                 "GET healthz: 200 pass",
                 "GET status: ready refreshes 1",

@@ -67,7 +67,7 @@ async def healthz(reg: Registry) -> tuple[int, Any]:
 
     from jwks_cache.asgi import create_app
 
-    transport = httpx.ASGITransport(app=create_app(reg))
+    transport = httpx.ASGITransport(app=create_app(reg, protect_reads=False))
     async with httpx.AsyncClient(transport=transport, base_url="http://control") as client:
         response = await client.get("/healthz")
     return response.status_code, response.json().get("store")

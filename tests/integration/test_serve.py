@@ -20,13 +20,14 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from jwks_cache import ConfigError, FileStore
+from jwks_cache import ConfigError, FetchError, FileStore
 from jwks_cache._cli import main
-from jwks_cache._serve import load_serve_config, open_registry
+from jwks_cache._serve import load_serve_config, open_registry, with_ca_file
 from jwks_cache.testing import LocalIdentityProvider
 
 ADMIN_ENV = "JWKS_CACHE_TEST_ADMIN_TOKEN"
 LOOPBACK_REGISTRY = "[registry]\nrequire_https = false\nallow_private_networks = true\n"
+OPEN_READS = "[control_plane]\nprotect_reads = false\n"  # serving without an admin token
 
 
 def _provider_table(jwks_url: str, *, tenant: str = "acme", provider: str = "local", extra: str = "") -> str:
@@ -68,15 +69,18 @@ async def test_serve_answers_then_stops_cleanly_on_sigint(
             with anyio.fail_after(30):
                 base = await _wait_for_url(process, seen)
                 async with httpx.AsyncClient(base_url=base) as client:
-                    jwks = await client.get("/tenants/acme/providers/local/jwks")  # waits on the cold fetch
+                    admin = {"authorization": f"Bearer {token}"}
+                    jwks_path = "/tenants/acme/providers/local/jwks"
+                    assert (await client.get(jwks_path)).status_code == 401  # reads are protected by default
+                    jwks = await client.get(jwks_path, headers=admin)  # waits on the cold fetch
                     assert jwks.status_code == 200, jwks.text
                     assert sorted(key["kid"] for key in jwks.json()["keys"]) == sorted(idp.kids)
                     health = await client.get("/healthz")
-                    assert (health.status_code, health.json()["status"]) == (200, "pass")
+                    assert (health.status_code, health.json()) == (200, {"status": "pass"})
                     refresh = "/tenants/acme/providers/local/refresh"
                     assert (await client.post(refresh)).status_code == 401
-                    admin = await client.post(refresh, headers={"authorization": f"Bearer {token}"})
-                    assert admin.status_code == 202, admin.text  # started; SIGINT may land mid-fetch
+                    started = await client.post(refresh, headers=admin)
+                    assert started.status_code == 202, started.text  # started; SIGINT may land mid-fetch
                 process.send_signal(signal.SIGINT)
                 assert await process.wait() == 0, "".join(seen)
         finally:
@@ -102,6 +106,8 @@ async def test_serve_answers_then_stops_cleanly_on_sigint(
         ("[registry]\nmax_concurrent_fetches = 5000\n", "`int` <= 1024 - at `$.max_concurrent_fetches`"),
         ("[store]\nfile = 3\n", "[store]"),
         ("[server]\nport = 1\n", "unknown field `server`"),
+        ("[control_plane]\nprotect_reads = 1\n", "[control_plane]: Expected `bool`"),
+        ("[control_plane]\nadmin_token = 'x'\n", "[control_plane]: Object contains unknown field `admin_token`"),
         ("providers = [", "not valid TOML"),
     ],
 )
@@ -119,7 +125,8 @@ def test_config_errors_exit_2_with_one_line_naming_the_field(
 
 def test_a_registry_floor_refusal_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The provider allows http but the registry, by default, does not: caught at registration.
-    path = _write(tmp_path, _provider_table("http://idp.example/jwks", extra="require_https = false\n"))
+    table = _provider_table("http://idp.example/jwks", extra="require_https = false\n")
+    path = _write(tmp_path, OPEN_READS + table)
     assert main(["serve", "--config", str(path)]) == 2
     assert "providers[0]: require_https" in capsys.readouterr().err
 
@@ -180,7 +187,7 @@ def test_load_errors_are_config_errors(tmp_path: Path) -> None:
 
 
 def test_a_port_in_use_is_one_error_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = _write(tmp_path, LOOPBACK_REGISTRY)
+    path = _write(tmp_path, LOOPBACK_REGISTRY + OPEN_READS)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -193,3 +200,78 @@ def test_a_port_in_use_is_one_error_line_and_exit_1(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert err.startswith(f"jwks-cache: error: serve: cannot listen on 127.0.0.1:{port}: ")
+
+
+# -- TLS trust -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_env_trust(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+
+
+_TLS_REGISTRY = "[registry]\nallow_private_networks = true\n"
+
+
+@pytest.mark.usefixtures("no_env_trust")
+async def test_a_ca_file_in_the_registry_table_is_trusted(tmp_path: Path) -> None:
+    async with LocalIdentityProvider(tls=True) as idp:
+        idp.ca.cert_pem.write_to_path(str(tmp_path / "private-ca.pem"))
+        with_ca = _TLS_REGISTRY + 'ca_file = "private-ca.pem"\n'  # relative to the file
+        config = load_serve_config(_write(tmp_path, with_ca + _provider_table(idp.jwks_url)))
+        assert config.registry.ca_file == str(tmp_path / "private-ca.pem")
+        async with open_registry(config) as reg:
+            await reg.register(config.providers[0])
+            await reg.refresh("acme", "local")
+            assert reg.status("acme", "local").key_ids == tuple(idp.kids)
+        without = load_serve_config(_write(tmp_path, _TLS_REGISTRY + _provider_table(idp.jwks_url)))
+        async with open_registry(without) as reg:
+            await reg.register(without.providers[0])
+            with pytest.raises(FetchError, match="CERTIFICATE_VERIFY_FAILED"):
+                await reg.refresh("acme", "local")
+
+
+@pytest.mark.usefixtures("no_env_trust")
+async def test_serve_cacert_replaces_the_files_ca_file(tmp_path: Path) -> None:
+    async with LocalIdentityProvider(tls=True) as idp:
+        ca = tmp_path / "cli-ca.pem"
+        idp.ca.cert_pem.write_to_path(str(ca))
+        config = load_serve_config(_write(tmp_path, _TLS_REGISTRY + _provider_table(idp.jwks_url)))
+        config = with_ca_file(config, ca, setting="--cacert")
+        async with open_registry(config) as reg:
+            await reg.register(config.providers[0])
+            await reg.refresh("acme", "local")
+            assert reg.status("acme", "local").key_ids == tuple(idp.kids)
+
+
+@pytest.mark.usefixtures("no_env_trust")
+def test_an_unusable_ca_file_exits_2_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, '[registry]\nca_file = "absent.pem"\n')
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"jwks-cache: error: {path}: [registry] ca_file: cannot read CA file ")
+    assert str(tmp_path / "absent.pem") in err
+    assert main(["serve", "--config", str(_write(tmp_path, "")), "--cacert", str(tmp_path / "gone.pem")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jwks-cache: error: --cacert: cannot read CA file ") and "gone.pem" in err
+
+
+# -- the control plane's reads ---------------------------------------------------------------------
+
+
+def test_serving_without_an_admin_token_needs_reads_opened_explicitly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path, LOOPBACK_REGISTRY)
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"jwks-cache: error: {path}: [control_plane] protect_reads: ")
+    assert "--admin-token-env" in err and "protect_reads = false" in err
+
+
+def test_the_control_plane_table_sets_protect_reads(tmp_path: Path) -> None:
+    assert load_serve_config(_write(tmp_path, "")).control_plane.protect_reads is True
+    assert load_serve_config(_write(tmp_path, OPEN_READS)).control_plane.protect_reads is False

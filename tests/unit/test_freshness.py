@@ -10,6 +10,8 @@ from jwks_cache._freshness import (
     Headers,
     compute_freshness,
     conditional_headers,
+    kept_for_revalidation,
+    merge_not_modified,
     parse_cache_control,
     parse_delta_seconds,
     parse_http_date,
@@ -390,3 +392,65 @@ def test_freshness_is_frozen_struct() -> None:
     result = compute_freshness([], now=NOW, min_ttl=MIN, max_ttl=MAX)
     with pytest.raises(AttributeError):
         result.ttl = 1.0  # type: ignore[misc]
+
+
+# -- §4.3.4 a 304 updates the stored headers -----------------------------------------------------
+
+STORED: Headers = [
+    ("cache-control", "max-age=20000"),
+    ("etag", '"v1"'),
+    ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+]
+
+
+def fresh_after_304(update: Headers, stored: Headers = STORED) -> tuple[float, str, str | None]:
+    result = compute_freshness(merge_not_modified(stored, update), now=NOW, min_ttl=MIN, max_ttl=MAX)
+    return result.ttl, result.source, result.etag
+
+
+@pytest.mark.parametrize(
+    ("update", "expected"),
+    [
+        pytest.param([("Date", NOW_DATE)], (20000.0, "max-age", '"v1"'), id="bare-304-keeps-max-age-and-etag"),
+        pytest.param([("Cache-Control", "max-age=600")], (600.0, "max-age", '"v1"'), id="its-max-age-replaces"),
+        pytest.param([("CACHE-CONTROL", "no-cache")], (MIN, "no-cache", '"v1"'), id="names-case-insensitive"),
+        pytest.param([("ETag", '"v2"')], (20000.0, "max-age", '"v2"'), id="new-etag-replaces"),
+        pytest.param([("Age", "500")], (19500.0, "max-age", '"v1"'), id="its-age-counts"),
+        # Cache-Control replaced wholesale: without max-age, the stored Expires is not there either
+        pytest.param(
+            [("Cache-Control", "public"), ("Expires", "Sat, 01 Mar 2025 13:00:00 GMT"), ("Date", NOW_DATE)],
+            (3600.0, "expires", '"v1"'),
+            id="cache-control-without-max-age-falls-to-expires",
+        ),
+    ],
+)
+def test_a_304_updates_the_stored_headers(update: Headers, expected: tuple[float, str, str | None]) -> None:
+    assert fresh_after_304(update) == expected
+
+
+def test_a_stored_expires_counts_from_the_304s_date() -> None:
+    stored: Headers = [("expires", "Sat, 01 Mar 2025 18:00:00 GMT")]
+    assert fresh_after_304([("Date", NOW_DATE)], stored) == (6 * 3600.0, "expires", None)
+    assert fresh_after_304([], stored) == (6 * 3600.0, "expires", None)  # no Date: now
+    assert fresh_after_304([("Expires", "Sat, 01 Mar 2025 12:10:00 GMT")], stored)[:2] == (600.0, "expires")
+
+
+def test_every_line_of_a_repeated_field_is_replaced() -> None:
+    stored: Headers = [("Cache-Control", "max-age=20000"), ("Cache-Control", "public")]
+    assert merge_not_modified(stored, [("cache-control", "max-age=60")]) == (("cache-control", "max-age=60"),)
+
+
+def test_only_cache_control_and_expires_are_kept_for_revalidation() -> None:
+    headers = [
+        ("Cache-Control", "max-age=60"),
+        ("Expires", NOW_DATE),
+        ("Date", NOW_DATE),
+        ("Age", "5"),
+        ("ETag", '"v1"'),
+        ("Content-Type", "application/json"),
+    ]
+    assert kept_for_revalidation(headers) == (("cache-control", "max-age=60"), ("expires", NOW_DATE))
+
+
+def test_oversized_kept_fields_are_dropped() -> None:
+    assert kept_for_revalidation([("cache-control", "x" * 5000)]) == ()
