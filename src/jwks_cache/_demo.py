@@ -268,7 +268,9 @@ async def _outage_steps(out: _Out, idp: LocalIdentityProvider, clock: VirtualClo
             "t=61 s, IdP down", f"{out.state(stale.state)}: get_key({kid!r}) still answers {served!r} (last good set)"
         )
         out.row("", f"last error: {stale.last_error}")
-        out.row("", f"{_failed_refreshes(stale)} so far (status.refresh_errors): the prefetch and its retries")
+        out.row(
+            "", f"{_failed_refreshes(stale)} so far (status.refresh_errors): one per backoff step since the prefetch"
+        )
         out.row("", f"WARNINGs on the 'jwks_cache' logger: {_warnings_by_event(logs)}")
         await clock.advance(60.0)
         try:
