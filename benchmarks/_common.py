@@ -2,18 +2,17 @@
 
 Timing follows one rule: a contender is timed in batches with ``perf_counter_ns`` and the best
 batch wins, because noise on a shared 2-core machine only ever adds time. Contenders of one case are
-interleaved batch by batch so a frequency or neighbour change hits all of them alike.
+interleaved batch by batch so a frequency or neighbour change hits all of them alike. The helpers
+live in ``jwks_cache._timing`` because ``jwks-cache demo`` times its warm lookups the same way.
 """
 
 from __future__ import annotations
 
-import gc
 import os
 import platform
 import resource
 import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final
@@ -21,6 +20,9 @@ from typing import Any, Final
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from jwks_cache import ProviderConfig, Registry, RetryPolicy
+from jwks_cache._timing import best_per_call as best_per_call  # re-exported for the cases
+from jwks_cache._timing import time_async as time_async
+from jwks_cache._timing import time_sync as time_sync
 from jwks_cache.testing import LocalIdentityProvider
 
 BACKENDS: Final = ("asyncio", "trio")
@@ -69,41 +71,6 @@ def verdict(ok: bool) -> str:
 
 
 # -- timing -------------------------------------------------------------------------------------
-
-
-def time_sync(fn: Callable[[], object], calls: int) -> int:
-    """Nanoseconds for ``calls`` calls of ``fn`` in one tight loop."""
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        fn()
-    return time.perf_counter_ns() - start
-
-
-async def time_async(fn: Callable[[], Awaitable[object]], calls: int) -> int:
-    """Nanoseconds for ``calls`` awaited calls of ``fn`` in one tight loop (one task)."""
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        await fn()
-    return time.perf_counter_ns() - start
-
-
-async def best_per_call(
-    contenders: dict[str, Callable[[int], Awaitable[int]]], calls: int, repeats: int
-) -> dict[str, float]:
-    """Min over ``repeats`` interleaved batches of each contender's ns per call.
-
-    The collector is paused while timing: a collection in one contender's batch is noise, not cost.
-    """
-    best = dict.fromkeys(contenders, float("inf"))
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            for name, batch in contenders.items():
-                best[name] = min(best[name], await batch(calls) / calls)
-    finally:
-        gc.enable()
-    return best
 
 
 def percentile(values: Sequence[float], q: float) -> float:

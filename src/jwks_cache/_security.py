@@ -104,6 +104,18 @@ def _parse_ipv4(host: str) -> ipaddress.IPv4Address | None:
     return ipaddress.IPv4Address(sum(n << (8 * (3 - i)) for i, n in enumerate(head)) + last)
 
 
+def _ipv6_text(v6: ipaddress.IPv6Address) -> str:
+    """RFC 5952 text, with an IPv4-mapped address's low 32 bits dotted ("::ffff:10.0.0.1", §5).
+
+    Spelled out here because ``str()`` changed in Python 3.13 (3.11 and 3.12 print "::ffff:a00:1"),
+    and the canonical host is compared and stored across a fleet that may mix Python versions.
+    """
+    mapped = v6.ipv4_mapped
+    if mapped is None:
+        return v6.compressed
+    return f"::ffff:{mapped}"
+
+
 def _canonicalize(host: str, url: str | None) -> tuple[str, _IPAddress | None]:
     if not host:
         raise _refuse(url, "empty host")
@@ -115,7 +127,7 @@ def _canonicalize(host: str, url: str | None) -> tuple[str, _IPAddress | None]:
             v6 = ipaddress.IPv6Address(inner)
         except ValueError as exc:
             raise _refuse(url, f"host {host!r} is not a valid IPv6 literal") from exc
-        return v6.compressed, v6
+        return _ipv6_text(v6), v6
     if "%" in host:
         raise _refuse(url, f"host {host!r}: percent-escapes are not allowed in a host")
     if "@" in host:
@@ -145,7 +157,9 @@ def canonical_host(host: str) -> str:
     """The form of ``host`` that allowlists are matched against.
 
     Lowercase, IDNA A-labels (stdlib codec), one trailing dot removed; IP literals in any form a
-    resolver accepts come back as the plain address ("0x7f.1" -> "127.0.0.1", "[::1]" -> "::1").
+    resolver accepts come back as the plain address ("0x7f.1" -> "127.0.0.1", "[::1]" -> "::1"),
+    IPv6 in RFC 5952 form with an IPv4-mapped tail dotted ("[::FFFF:a00:1]" -> "::ffff:10.0.0.1")
+    whichever Python version runs.
 
     Raises:
         SecurityError: empty labels, percent-escapes, userinfo, whitespace, invalid IDNA.
@@ -219,7 +233,7 @@ def check_url(url: str, policy: HopPolicy) -> str:
     if not host_allowed(host, policy.allowed_domains):
         raise _refuse(url, f"host {host!r} is not in allowed_domains {list(policy.allowed_domains)}")
     if ip is not None:
-        check_address(str(ip), policy, url=url)
+        check_address(host, policy, url=url)
     elif not policy.allow_private_networks and (host == "localhost" or host.endswith(".localhost")):
         raise _refuse(url, f"host {host!r} is loopback by definition (RFC 6761); allow_private_networks is off")
     return host

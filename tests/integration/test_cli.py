@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ import anyio.to_thread
 import msgspec
 import pytest
 
+from jwks_cache import _demo
 from jwks_cache._cli import InspectReport, format_table, main
 from jwks_cache.testing import LocalIdentityProvider
 
@@ -99,6 +101,9 @@ DEMO_LINES = (
     "STALE: get_key(",
     "FAILED: get_key() raises FetchError",
     "allow_private_networks=True, require_https=False",
+    "failed refreshes so far (status.refresh_errors)",
+    "refresh_failed",
+    "initech is registered in both, so it has a row in each",
 )
 
 
@@ -110,6 +115,36 @@ def test_quick_demo_in_process_shows_every_step(backend: str, capsys: pytest.Cap
         assert line in captured.out
     assert "skipped (--quick)" in captured.out
     assert captured.err == ""
+
+
+def _demo_row(out: str, start: str) -> list[str]:
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(start)]
+    assert len(rows) == 1, out
+    return rows[0]
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_demo_explains_its_numbers(
+    backend: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_demo, "_TIMING_BATCHES", 2)  # the wording is under test here, not the speed
+    monkeypatch.setattr(_demo, "_TIMING_CALLS", 50)
+    assert main(["--backend", backend, "demo"]) == 0
+    out = capsys.readouterr().out
+    # warm lookups: against the README's floor (an awaited dict read), timed as benchmarks/lookup.py does
+    assert "the least any awaited key lookup costs" in out
+    assert "benchmarks/lookup.py" in out
+    floor = float(re.search(r"floor: await of a dict read +([\d,]+) +1\.0x", out)[1].replace(",", ""))  # type: ignore[index]
+    nowait = _demo_row(out, "reg.get_key_nowait()")
+    assert nowait[-1] == f"{float(nowait[-2].replace(',', '')) / floor:.1f}x"
+    # the outage: its two counts of failed refreshes are the status counter, and the table's column is it too
+    so_far = int(re.search(r"(\d+) failed refresh(es)? so far \(status\.refresh_errors\)", out)[1])  # type: ignore[index]
+    logged = int(re.search(r"(\d+) refresh_failed", out)[1])  # type: ignore[index]
+    in_all = int(re.search(r"(\d+) failed refresh(es)? in all \(status\.refresh_errors\)", out)[1])  # type: ignore[index]
+    assert 0 < so_far == logged <= in_all
+    assert "failed" in _demo_row(out, "registry  tenant")
+    assert _demo_row(out, "outage    initech")[-1] == str(in_all)
+    assert len(re.findall(r"^   reg +initech ", out, re.MULTILINE)) == 1  # one row per registry
 
 
 def test_demo_runs_as_a_module_in_a_subprocess() -> None:

@@ -64,7 +64,17 @@ ONLY_EXAMPLE = HopPolicy(
         ("\uff11\uff12\uff17.\uff10.\uff10.\uff11", "127.0.0.1"),  # fullwidth digits still end up an IP literal
         ("[::1]", "::1"),
         ("[0:0:0:0:0:0:0:1]", "::1"),
-        ("[::FFFF:10.0.0.1]", "::ffff:a00:1"),
+        # RFC 5952 §5: an IPv4-mapped address keeps its IPv4 part dotted, on every Python version
+        # (str() of one prints "::ffff:a00:1" before 3.13 and "::ffff:10.0.0.1" from 3.13 on)
+        ("[::FFFF:10.0.0.1]", "::ffff:10.0.0.1"),
+        ("[::ffff:a00:1]", "::ffff:10.0.0.1"),
+        ("[0:0:0:0:0:FFFF:0A00:0001]", "::ffff:10.0.0.1"),
+        ("[::ffff:0.0.0.0]", "::ffff:0.0.0.0"),
+        ("[::ffff:0:10.0.0.1]", "::ffff:0:a00:1"),  # SIIT-translated: not mapped, so plain hex
+        ("[::10.0.0.1]", "::a00:1"),  # IPv4-compatible (deprecated): plain hex
+        ("[64:ff9b::10.0.0.1]", "64:ff9b::a00:1"),  # NAT64 well-known prefix: plain hex
+        ("[2001:DB8:0:0:1:0:0:1]", "2001:db8::1:0:0:1"),  # RFC 5952 §4.2.3: the first longest run
+        ("[2001:db8:0:1:1:1:1:1]", "2001:db8:0:1:1:1:1:1"),  # §4.2.2: a single 0 is not shortened
         ("::1", "::1"),
     ],
 )
@@ -230,6 +240,11 @@ def test_check_url_refuses(url: str, policy: HopPolicy, rule: str) -> None:
         check_url(url, policy)
     assert rule in str(info.value)
     assert info.value.url == url
+
+
+def test_check_url_names_a_mapped_address_in_canonical_form() -> None:
+    with pytest.raises(SecurityError, match=r"address ::ffff:10\.0\.0\.1 is not public"):
+        check_url("https://[::ffff:a00:1]/jwks", STRICT)
 
 
 def test_check_url_refusal_names_the_url() -> None:
