@@ -32,7 +32,7 @@ TENANT, PROVIDER = "acme", "local"
 if not settings.configured:
     settings.configure(
         DEBUG=False,
-        SECRET_KEY="example-only-not-secret",  # noqa: S105 - a demo app without sessions
+        SECRET_KEY="example-only-not-secret",  # a demo app without sessions
         ROOT_URLCONF=__name__,
         ALLOWED_HOSTS=["testserver", "localhost", "127.0.0.1"],
         MIDDLEWARE=[],
@@ -67,7 +67,7 @@ def _answer(challenge: Challenge) -> HttpResponse:
 
 
 def _keep(claims: dict[str, Any], request: HttpRequest, *_args: Any, **_kwargs: Any) -> None:
-    request.jwt_claims = claims  # type: ignore[attr-defined]
+    request.jwt_claims = claims
 
 
 require_token = TokenGuard(
@@ -80,17 +80,17 @@ require_token = TokenGuard(
 
 @require_token(tenant=TENANT, provider=PROVIDER)
 def whoami(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"sub": request.jwt_claims["sub"]})  # type: ignore[attr-defined]
+    return JsonResponse({"sub": request.jwt_claims["sub"]})
 
 
 @require_token(tenant=TENANT, provider=PROVIDER, scopes=["orders:read"])
 def orders(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"orders": [], "for": request.jwt_claims["sub"]})  # type: ignore[attr-defined]
+    return JsonResponse({"orders": [], "for": request.jwt_claims["sub"]})
 
 
 @require_token(tenant=lambda _request, tenant: tenant, provider=PROVIDER)  # the tenant of the path
 def tenant_whoami(request: HttpRequest, tenant: str) -> HttpResponse:
-    return JsonResponse({"tenant": tenant, "sub": request.jwt_claims["sub"]})  # type: ignore[attr-defined]
+    return JsonResponse({"tenant": tenant, "sub": request.jwt_claims["sub"]})
 
 
 urlpatterns = [

@@ -48,12 +48,10 @@ class Challenge:
 
     @property
     def body(self) -> dict[str, str]:
-        """``{"error": ..., "error_description": ...}``, the form of RFC 6749 §5.2 error responses."""
-        body = {"error": self.error or "invalid_request"}
-        if self.description:
-            body["error_description"] = self.description
-        if self.error is None:
-            body["error_description"] = "a bearer token is required"
+        """``{"error": ..., "error_description": ...}`` as RFC 6749 §5.2 error bodies; no ``error``
+        when the request carried no token (RFC 6750 §3.1: no error code then)."""
+        body = {"error": self.error} if self.error else {}
+        body["error_description"] = self.description or "a bearer token is required"
         return body
 
 

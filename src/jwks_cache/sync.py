@@ -19,6 +19,7 @@ response.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import math
@@ -130,10 +131,8 @@ class _LoopThread:
             raise error
 
     def _stop(self, portal: BlockingPortal, thread: threading.Thread) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):  # the loop already ended (its error, if any, close raises)
             portal.call(portal.stop, True)
-        except RuntimeError:  # the loop already ended (its error, if any, is raised by close)
-            pass
         thread.join(_JOIN_TIMEOUT)
         if thread.is_alive():
             _log.warning("the SyncRegistry's loop thread did not end within %.0f s", _JOIN_TIMEOUT)
@@ -260,7 +259,9 @@ class SyncRegistry:
         _portal, registry = self._loop.open_parts()
         return self._call(registry.unregister, tenant, provider, timeout=timeout)
 
-    def get_key(self, tenant: str, provider: str, kid: str, *, alg: str | None = None, timeout: float | None = None) -> Any:
+    def get_key(
+        self, tenant: str, provider: str, kid: str, *, alg: str | None = None, timeout: float | None = None
+    ) -> Any:
         """:meth:`Registry.get_key`; a warm key is answered in the calling thread, without a thread switch."""
         _portal, registry = self._loop.open_parts()
         try:
@@ -315,10 +316,8 @@ class SyncRegistry:
         return self._call_sync(registry.store_status)
 
 
-async def _bounded(timeout: float | None, call: Callable[[], Awaitable[_T]]) -> _T:
-    if timeout is None:
-        return await call()
-    with anyio.fail_after(timeout):
+async def _bounded(seconds: float | None, call: Callable[[], Awaitable[_T]]) -> _T:
+    with anyio.fail_after(seconds):  # None: no bound
         return await call()
 
 
