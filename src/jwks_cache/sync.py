@@ -189,8 +189,8 @@ class SyncRegistry:
         Raises:
             RegistryClosedError: already started (a SyncRegistry, as a Registry, opens once).
         """
-        if self._started:
-            raise RegistryClosedError("a SyncRegistry can be started once; make a new one")
+        if self._started or self._loop.closed:
+            raise RegistryClosedError("a SyncRegistry can be started once, and not after close(); make a new one")
         self._started = True
         self._loop.start()
         self._finalizer = weakref.finalize(self, self._loop.close)

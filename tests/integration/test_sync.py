@@ -166,6 +166,10 @@ def test_bad_arguments_are_config_errors() -> None:
         reg.statuses()
     with pytest.raises(RegistryClosedError):
         SyncRegistry().verify("x", tenant=TENANT, provider=PROVIDER)  # never started
+    closed_first = SyncRegistry()
+    closed_first.close()
+    with pytest.raises(RegistryClosedError):
+        closed_first.start()
 
 
 #: Started, used, never closed: the interpreter's exit must close it (flushing the store) quietly.
