@@ -1,11 +1,10 @@
-"""A Quart app verifying bearer tokens through a Registry that lives as long as the app.
+"""A Quart app verifying bearer tokens with the ``jwks_cache.quart`` extension.
 
-``while_serving`` holds the Registry's ``async with`` across the app's life: Quart runs its startup
-and shutdown halves in the one task that handles the ASGI lifespan, which is what the registry's
-task group needs (``before_serving``/``after_serving`` would split it across two functions). A
-decorator turns the bearer token into verified claims for the handler. Quart cannot mount an ASGI
-app, so ``with_control_plane`` puts a small dispatcher in front of it that sends ``/admin/jwks``
-to the control plane (``jwks_cache.asgi.create_app``) over the same Registry.
+``JwksCache`` opens a Registry while the app serves (registering and pre-warming the provider),
+and ``require_token`` turns the bearer token into verified claims (``current_claims``) or an
+RFC 6750 refusal. Quart cannot mount an ASGI app, so ``with_control_plane`` puts a small
+dispatcher in front of it that sends ``/admin/jwks`` to the control plane
+(``jwks_cache.asgi.create_app``) over the same Registry.
 
 Run: ``python examples/quart_app.py`` (a local identity provider and an in-process client, so it
 needs no network). In a service, serve ``with_control_plane(create_app(...))`` with any ASGI server.
@@ -16,20 +15,19 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from functools import wraps
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from quart import Quart, current_app, g, request
+from quart import Quart
 
-from jwks_cache import FetchError, KeyNotFoundError, ProviderConfig, Registry, TokenError
+from jwks_cache import ProviderConfig, Registry
 from jwks_cache.asgi import create_app as create_control_plane
+from jwks_cache.quart import JwksCache, current_claims, require_token
 from jwks_cache.testing import LocalIdentityProvider
 
 TENANT, PROVIDER = "acme", "local"
 ADMIN_PREFIX = "/admin/jwks"
-Handler = Callable[..., Awaitable[Any]]
 #: ASGI has no one typing standard (Quart's scopes are hypercorn TypedDicts, the control plane takes any mapping).
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
@@ -39,20 +37,17 @@ def create_app(
 ) -> Quart:
     """The app; each serving period gets a new Registry (one can be entered only once) and control plane."""
     app = Quart(__name__)
+    jwks = JwksCache(app, providers=[provider], registry_factory=new_registry, warm_timeout=5)
 
-    @app.while_serving
-    async def open_registry() -> AsyncGenerator[None, None]:
-        async with new_registry() as reg:
-            await reg.register(provider)
-            app.extensions["jwks_cache"] = reg
-            # made here, not at import: the control plane serves an open registry and dies with it
-            app.extensions["jwks_cache.control_plane"] = create_control_plane(reg, admin_token=admin_token)
-            yield
+    @app.before_serving
+    async def open_control_plane() -> None:
+        # runs after JwksCache's hook (registered first): the registry is open
+        app.extensions["jwks_cache.control_plane"] = create_control_plane(jwks.registry, admin_token=admin_token)
 
     @app.get("/whoami")
-    @bearer_auth
+    @require_token(tenant=TENANT, provider=PROVIDER)
     async def whoami() -> str:
-        return f"hello {g.claims['sub']}"
+        return f"hello {current_claims['sub']}"
 
     return app
 
@@ -72,27 +67,6 @@ def with_control_plane(app: Quart, prefix: str = ADMIN_PREFIX) -> ASGIApp:
             await app(scope, receive, send)
 
     return dispatch
-
-
-def bearer_auth(handler: Handler) -> Handler:
-    """Verify the request's bearer token before ``handler`` runs; its claims are ``g.claims``."""
-
-    @wraps(handler)
-    async def checked(*args: Any, **kwargs: Any) -> Any:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return {"detail": "a bearer token is required"}, 401, {"www-authenticate": "Bearer"}
-        reg: Registry = current_app.extensions["jwks_cache"]
-        try:
-            g.claims = await reg.verify(token.strip(), tenant=TENANT, provider=PROVIDER)
-        except (TokenError, KeyNotFoundError) as exc:
-            reason = exc.reason if isinstance(exc, TokenError) else "unknown_kid"
-            return {"detail": f"invalid token ({reason})"}, 401, {"www-authenticate": 'Bearer error="invalid_token"'}
-        except FetchError:  # the IdP is down and the stale window is over: not the caller's fault
-            return {"detail": "signing keys unavailable"}, 503
-        return await handler(*args, **kwargs)
-
-    return checked
 
 
 async def main() -> None:
@@ -115,12 +89,17 @@ async def main() -> None:
             for token in (good, forged, None):
                 headers = {"authorization": f"Bearer {token}"} if token else {}
                 response = await http.get("/whoami", headers=headers)
-                body = response.text if response.is_success else response.json()["detail"]
+                body = response.text if response.is_success else _detail(response.json())
                 print(response.status_code, body)
             for path in ("/status", f"/tenants/{TENANT}/providers/{PROVIDER}/jwks"):
                 # the control plane's reads need its token too (protect_reads, the default)
                 response = await http.get(ADMIN_PREFIX + path, headers={"authorization": f"Bearer {admin_token}"})
                 print(f"GET {ADMIN_PREFIX}{path}:", response.status_code)
+
+
+def _detail(body: dict[str, str]) -> str:
+    description = body["error_description"]
+    return f"invalid token ({description})" if body.get("error") == "invalid_token" else description
 
 
 if __name__ == "__main__":
