@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,17 @@ import pytest
 from litestar import Litestar, Request, get
 from litestar.testing import TestClient
 from tests.helpers import config_for, loopback_registry
-from tests.web_helpers import AUDIENCE, bearer, forged, recorded_warnings, threaded_idps, token
+from tests.web_helpers import (
+    AUDIENCE,
+    Arrivals,
+    IdpThread,
+    bearer,
+    forged,
+    held_request,
+    recorded_warnings,
+    threaded_idps,
+    token,
+)
 
 from jwks_cache import ConfigError, ProviderState
 from jwks_cache.litestar import TENANT_OPT, JwksAuth, path_param, requires_roles, requires_scopes
@@ -25,9 +36,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def idps() -> Iterator[list[LocalIdentityProvider]]:
-    with threaded_idps(2) as both:
-        yield both
+def idp_thread() -> Iterator[IdpThread]:
+    with threaded_idps(2) as thread:
+        yield thread
+
+
+@pytest.fixture
+def idps(idp_thread: IdpThread) -> list[LocalIdentityProvider]:
+    return idp_thread.idps
 
 
 @get("/whoami")
@@ -150,11 +166,21 @@ def test_unavailable_keys_are_503(idps: list[LocalIdentityProvider], backend: st
     assert "www-authenticate" not in response.headers
 
 
-def test_without_warming_the_first_request_waits_for_the_fetch(idps: list[LocalIdentityProvider], backend: str) -> None:
-    acme = idps[0]
-    with TestClient(make_app(idps, warm_timeout=None), backend=backend) as client:  # type: ignore[arg-type]
-        assert acme.request_count == 0
-        response = client.get("/whoami", headers=bearer(token(acme)))
+def test_without_warming_the_first_request_waits_for_the_fetch(idp_thread: IdpThread, backend: str) -> None:
+    acme = idp_thread.idps[0]
+    acme.stall(math.inf)  # the registration's first fetch is held at the identity provider
+    app = make_app(idp_thread.idps, warm_timeout=None)
+    arrivals = Arrivals(app)
+    with TestClient(arrivals, backend=backend) as client:  # type: ignore[arg-type]
+        # serving already, with no key in: the first request waits for that fetch, and sends none of its own
+        registry = app.state["jwks_registry"]
+        assert registry.status("acme", "idp").state is ProviderState.LOADING
+        answered_early, response = held_request(
+            lambda: client.get("/whoami", headers=bearer(token(acme))),
+            arrived=lambda: arrivals.count == 1,
+            release=lambda: idp_thread.release(acme),
+        )
+        assert not answered_early
         assert response.status_code == 200
         assert acme.request_count == 1
 
