@@ -141,6 +141,16 @@ def test_no_bearer_token_gets_a_bare_challenge(
     assert public_response.status_code == 200
 
 
+@pytest.mark.parametrize("authorization", ["Bearer", "Bearer   ", "Bearer two parts"])
+def test_malformed_bearer_header_is_400_invalid_request(
+    idps: list[LocalIdentityProvider], backend: str, authorization: str
+) -> None:
+    with TestClient(make_app(idps), backend=backend) as client:  # type: ignore[arg-type]
+        response = client.get("/whoami", headers={"authorization": authorization})
+    assert response.status_code == 400
+    assert challenge(response) == 'Bearer error="invalid_request", error_description="malformed_header"'
+
+
 def test_missing_scope_or_role_is_403_insufficient_scope(idps: list[LocalIdentityProvider], backend: str) -> None:
     acme = idps[0]
     with TestClient(make_app(idps), backend=backend) as client:  # type: ignore[arg-type]
