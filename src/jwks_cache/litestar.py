@@ -97,7 +97,8 @@ class JwksAuth(InitPlugin):
             is a 401. By default the user is the claims.
         exclude, exclude_opt_key, exclude_http_methods: as Litestar's ``JWTAuth``: paths (regex)
             and routes (``opt={"exclude_from_auth": True}``) that need no token. The OpenAPI
-            schema path is excluded as well.
+            schema path is excluded as well. Only ``OPTIONS`` (CORS preflight) is excluded by
+            default, not ``HEAD`` as in ``JWTAuth``: a ``@head`` route guards a resource too.
         warm_timeout: seconds the start-up waits for the providers' keys (``None``: no wait);
             providers still cold are logged and fetched by their first request.
         control_plane_path: mount :func:`jwks_cache.asgi.create_app` over the same Registry
@@ -120,7 +121,7 @@ class JwksAuth(InitPlugin):
         retrieve_user_handler: UserHandler | None = None,
         exclude: str | list[str] | None = None,
         exclude_opt_key: str = "exclude_from_auth",
-        exclude_http_methods: Sequence[Method] | None = ("OPTIONS", "HEAD"),
+        exclude_http_methods: Sequence[Method] | None = ("OPTIONS",),
         warm_timeout: float | None = 10.0,
         control_plane_path: str | None = None,
         admin_token: str | None = None,
