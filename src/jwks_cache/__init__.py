@@ -24,6 +24,7 @@ from ._models import ProviderState, ProviderStatus, Snapshot, StoreStatus
 from ._registry import Registry
 from ._stores import FileStore, MemoryStore, SharedStore, SnapshotStore
 from ._version import __version__
+from .config_file import ProvidersFile, load_providers
 
 __all__ = [
     "Clock",
@@ -39,6 +40,7 @@ __all__ = [
     "ProviderConfig",
     "ProviderState",
     "ProviderStatus",
+    "ProvidersFile",
     "Registry",
     "RegistryClosedError",
     "ResponseTooLargeError",
@@ -52,6 +54,7 @@ __all__ = [
     "SystemClock",
     "TokenError",
     "__version__",
+    "load_providers",
     "require_roles",
     "require_scopes",
     "roles_of",

@@ -1,4 +1,4 @@
-"""The framework examples (Litestar, Quart, the control plane) run to completion and print what they promise."""
+"""The framework examples (Litestar, FastAPI, Quart, the control plane) run to completion and print what they promise."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-#: Both apps mount the control plane under /admin/jwks; these prove the sub-path reaches its routes.
+#: The Litestar and Quart apps mount the control plane under /admin/jwks; these prove the sub-path reaches its routes.
 MOUNTED = ["GET /admin/jwks/status: 200", "GET /admin/jwks/tenants/acme/providers/local/jwks: 200"]
 
 
@@ -20,7 +20,31 @@ MOUNTED = ["GET /admin/jwks/status: 200", "GET /admin/jwks/tenants/acme/provider
     [
         (
             "litestar_app.py",
-            ["200 hello alice", "401 invalid token (expired)", "401 a bearer token is required", *MOUNTED],
+            [
+                "200 hello alice",
+                "401 invalid token (expired)",
+                '  WWW-Authenticate: Bearer error="invalid_token", error_description="expired"',
+                "401 a bearer token is required",
+                "  WWW-Authenticate: Bearer",
+                "403 token lacks the required scope(s) 'orders:read'",
+                '  WWW-Authenticate: Bearer error="insufficient_scope", scope="orders:read"',
+                *MOUNTED,
+            ],
+        ),
+        (
+            "fastapi_app.py",
+            [
+                "GET /whoami: 200 hello alice",
+                "GET /whoami: 401 refused",
+                "  WWW-Authenticate: Bearer",
+                "GET /orders: 200 orders of alice",
+                "GET /orders: 403 refused",
+                '  WWW-Authenticate: Bearer error="insufficient_scope", scope="orders:read"',
+                "GET /tenants/globex/whoami: 200 carol of globex",
+                "GET /tenants/acme/whoami: 401 refused",
+                '  WWW-Authenticate: Bearer error="invalid_token", error_description="bad_signature"',
+                "OpenAPI security schemes: BearerToken",
+            ],
         ),
         (
             "quart_app.py",
