@@ -78,7 +78,11 @@ async def test_tokens_are_answered_per_rfc_6750() -> None:
 
             # a missing role names no scope (roles are not OAuth scopes); a missing scope names the route's
             status, challenge, body = await get(app, "/orders", mint(idp, scope="orders:read"))
-            assert (status, challenge, body["error"]) == (403, 'Bearer error="insufficient_scope"', "insufficient_scope")
+            assert (status, challenge, body["error"]) == (
+                403,
+                'Bearer error="insufficient_scope"',
+                "insufficient_scope",
+            )
             status, challenge, _ = await get(app, "/orders", mint(idp, roles=["clerk"]))
             assert (status, challenge) == (403, 'Bearer error="insufficient_scope", scope="orders:read"')
 
