@@ -30,7 +30,8 @@ from fastapi.security import SecurityScopes
 from fastapi.security.base import SecurityBase
 from starlette.requests import Request
 
-from ._bearer import Refused, Selector, check_roles, check_scopes
+from jwks_cache.bearer import Refused, Selector, check_grants
+
 from .starlette import (
     STATE_KEY,
     BearerAuthenticationError,
@@ -97,8 +98,7 @@ class BearerToken(SecurityBase):
         except BearerAuthenticationError as exc:
             raise HTTPException(exc.status, exc.detail, headers=exc.headers) from exc.__cause__
         try:
-            check_scopes(claims, security_scopes.scopes)
-            check_roles(claims, self.roles, claim=self.roles_claim)
+            check_grants(claims, scopes=security_scopes.scopes, roles=self.roles, role_claim=self.roles_claim)
         except Refused as refused:
             raise HTTPException(refused.status, refused.detail, headers=refused.headers) from refused.__cause__
         return claims

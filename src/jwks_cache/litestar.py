@@ -41,15 +41,14 @@ from litestar.plugins import InitPlugin
 from litestar.types import ASGIApp, Guard, Method, Receive, Scope, Send
 from litestar.utils.sync import ensure_async_callable
 
-from jwks_cache import ConfigError, ProviderConfig, Registry, load_providers
+from jwks_cache import ConfigError, ProviderConfig, Registry, TokenError, load_providers
 from jwks_cache.asgi import create_app as create_control_plane
-
-from ._bearer import (
+from jwks_cache.bearer import (
     STATE_KEY,
     Refused,
     Selector,
-    check_roles,
-    check_scopes,
+    challenge_for,
+    check_grants,
     header,
     open_registry,
     path_param,
@@ -251,7 +250,7 @@ class JwksAuth(InitPlugin):
             raise _http_error(refused) from refused.__cause__
         user = await self.retrieve_user_handler(claims, connection)
         if user is None:
-            raise _http_error(Refused(401, "unknown user", {"WWW-Authenticate": 'Bearer error="invalid_token"'}))
+            raise _http_error(Refused(challenge_for(TokenError("no such user", reason="unknown_user"))))
         return AuthenticationResult(user=user, auth=claims)
 
     @staticmethod
@@ -280,7 +279,7 @@ def requires_scopes(*scopes: str) -> Guard:
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         try:
-            check_scopes(_claims_of(connection), scopes)
+            check_grants(_claims_of(connection), scopes=scopes)
         except Refused as refused:
             raise _http_error(refused) from refused.__cause__
 
@@ -292,7 +291,7 @@ def requires_roles(*roles: str, claim: str = "roles") -> Guard:
 
     def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         try:
-            check_roles(_claims_of(connection), roles, claim=claim)
+            check_grants(_claims_of(connection), roles=roles, role_claim=claim)
         except Refused as refused:
             raise _http_error(refused) from refused.__cause__
 

@@ -14,7 +14,6 @@ the keys are unavailable. Quart runs on asyncio only.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import AsyncExitStack
 from functools import wraps
@@ -23,15 +22,14 @@ from typing import Any, Final, ParamSpec, TypeVar, cast
 from quart import Quart, Request, current_app, g, request
 from werkzeug.local import LocalProxy
 
-from jwks_cache import ConfigError, ProviderConfig, Registry, require_roles, require_scopes
-from jwks_cache.bearer import REFUSALS, Challenge, bearer_token, challenge_for
+from jwks_cache import ConfigError, ProviderConfig, Registry
+from jwks_cache.bearer import Challenge, Refused, open_registry, select, verify_authorization
 
 __all__ = ["JwksCache", "current_claims", "require_token"]
 
 EXTENSION: Final = "jwks_cache"
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-_log = logging.getLogger("jwks_cache.quart")
 
 #: A Quart answer from a route: body, status and headers.
 Refusal = tuple[dict[str, str], int, dict[str, str]]
@@ -93,16 +91,9 @@ class JwksCache:
         generator is made once, so an app could serve only once (a second ``test_app()`` fails).
         """
         async with AsyncExitStack() as stack:
-            registry = await stack.enter_async_context(self._factory())
-            await registry.register_many(self.providers)
-            if self.warm_timeout > 0:
-                for cold in await registry.warm(max_wait=self.warm_timeout):
-                    _log.warning(
-                        "serving without keys for %s/%s (%s); the first request will fetch them",
-                        cold.tenant,
-                        cold.provider,
-                        cold.last_error or "no answer yet",
-                    )
+            registry = await stack.enter_async_context(
+                open_registry(self.providers, registry=self._factory, warm_timeout=self.warm_timeout or None)
+            )
             self._registry, self._exit = registry, stack.pop_all()
 
     async def _close(self) -> None:
@@ -130,10 +121,6 @@ def _claims() -> dict[str, Any]:
 current_claims: dict[str, Any] = cast("dict[str, Any]", LocalProxy(_claims))
 
 
-def _resolve(value: str | Callable[[Request], str]) -> str:
-    return value(request) if callable(value) else value
-
-
 def require_token(
     *,
     tenant: str | Callable[[Request], str],
@@ -156,17 +143,21 @@ def require_token(
     def decorate(handler: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R | Refusal]]:
         @wraps(handler)
         async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R | Refusal:
-            token = bearer_token(request.headers.get("Authorization"))
-            if token is None:
-                return _refusal(challenge_for(None, realm=realm))
             try:
-                claims = await _current_registry().verify(
-                    token, tenant=_resolve(tenant), provider=_resolve(provider), audience=audience, issuer=issuer
+                claims = await verify_authorization(
+                    _current_registry(),
+                    request.headers.get("Authorization"),
+                    tenant=select(tenant, request),
+                    provider=select(provider, request),
+                    audience=audience,
+                    issuer=issuer,
+                    scopes=required_scopes,
+                    roles=required_roles,
+                    role_claim=role_claim,
+                    realm=realm,
                 )
-                require_scopes(claims, required_scopes)
-                require_roles(claims, required_roles, claim=role_claim)
-            except REFUSALS as exc:
-                return _refusal(challenge_for(exc, scopes=required_scopes, realm=realm))
+            except Refused as refused:
+                return _refusal(refused.challenge)
             g.jwt_claims = claims
             return await handler(*args, **kwargs)
 

@@ -36,8 +36,16 @@ from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
 
 from jwks_cache import ProviderConfig, Registry, scopes_of
-
-from ._bearer import STATE_KEY, Refused, Selector, header, open_registry, path_param, select, verify_authorization
+from jwks_cache.bearer import (
+    STATE_KEY,
+    Refused,
+    Selector,
+    header,
+    open_registry,
+    path_param,
+    select,
+    verify_authorization,
+)
 
 __all__ = [
     "STATE_KEY",

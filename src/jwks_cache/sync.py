@@ -40,10 +40,8 @@ from jwks_cache import (
     Registry,
     RegistryClosedError,
     StoreStatus,
-    require_roles,
-    require_scopes,
 )
-from jwks_cache.bearer import REFUSALS, Challenge, bearer_token, challenge_for
+from jwks_cache.bearer import REFUSALS, Challenge, Refused, bearer_token, challenge_for, check_grants
 
 __all__ = ["SyncRegistry", "TokenGuard"]
 
@@ -395,10 +393,10 @@ class TokenGuard(Generic[_Response]):
         def decorate(view: Callable[_P, _R]) -> Callable[_P, _R | _Response]:
             @functools.wraps(view)
             def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R | _Response:
-                token = bearer_token(self._authorization(*args, **kwargs))
-                if token is None:
-                    return self._respond(challenge_for(None, realm=self._realm))
                 try:
+                    token = bearer_token(self._authorization(*args, **kwargs))
+                    if token is None:
+                        return self._respond(challenge_for(None, realm=self._realm))
                     claims = self._current().verify(
                         token,
                         tenant=_resolve(tenant, args, kwargs),
@@ -407,10 +405,14 @@ class TokenGuard(Generic[_Response]):
                         issuer=issuer,
                         timeout=timeout,
                     )
-                    require_scopes(claims, required_scopes)
-                    require_roles(claims, required_roles, claim=role_claim)
                 except REFUSALS as exc:
-                    return self._respond(challenge_for(exc, scopes=required_scopes, realm=self._realm))
+                    return self._respond(challenge_for(exc, realm=self._realm))
+                try:
+                    check_grants(
+                        claims, scopes=required_scopes, roles=required_roles, role_claim=role_claim, realm=self._realm
+                    )
+                except Refused as refused:
+                    return self._respond(refused.challenge)
                 self._store(claims, *args, **kwargs)
                 return view(*args, **kwargs)
 

@@ -74,15 +74,17 @@ async def test_tokens_are_answered_per_rfc_6750() -> None:
             status, challenge, _ = await get(app, "/tenants/other/whoami", good)
             assert (status, challenge) == (401, 'Bearer error="invalid_token", error_description="bad_signature"')
             status, challenge, _ = await get(app, "/tenants/nobody/whoami", good)
-            assert (status, challenge) == (401, 'Bearer error="invalid_token", error_description="unknown_tenant"')
+            assert (status, challenge) == (401, 'Bearer error="invalid_token", error_description="not_registered"')
 
-            status, challenge, body = await get(app, "/orders", mint(idp, scope="orders:read"))  # no role
-            assert status == 403
-            assert challenge == (
-                'Bearer error="insufficient_scope", error_description="insufficient_scope", scope="orders:read"'
+            # a missing role names no scope (roles are not OAuth scopes); a missing scope names the route's
+            status, challenge, body = await get(app, "/orders", mint(idp, scope="orders:read"))
+            assert (status, challenge, body["error"]) == (
+                403,
+                'Bearer error="insufficient_scope"',
+                "insufficient_scope",
             )
-            assert body["error"] == "insufficient_scope"
-            assert (await get(app, "/orders", mint(idp, roles=["clerk"])))[0] == 403  # no scope
+            status, challenge, _ = await get(app, "/orders", mint(idp, roles=["clerk"]))
+            assert (status, challenge) == (403, 'Bearer error="insufficient_scope", scope="orders:read"')
 
             assert await get(app, "/whoami", None) == (
                 401,
@@ -91,6 +93,11 @@ async def test_tokens_are_answered_per_rfc_6750() -> None:
             )
             response = await app.test_client().get("/whoami", headers={"Authorization": "Basic dXNlcjpwYXNz"})
             assert (response.status_code, response.headers["WWW-Authenticate"]) == (401, "Bearer")
+            response = await app.test_client().get("/whoami", headers={"Authorization": "Bearer "})
+            assert (response.status_code, response.headers["WWW-Authenticate"]) == (
+                400,
+                'Bearer error="invalid_request", error_description="malformed_header"',
+            )
 
 
 async def test_a_cold_start_serves_the_first_request_after_its_fetch() -> None:

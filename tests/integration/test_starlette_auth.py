@@ -145,6 +145,16 @@ def test_fastapi_missing_header_is_a_bare_challenge(idps: list[LocalIdentityProv
     assert challenge(response) == "Bearer"
 
 
+@pytest.mark.parametrize("authorization", ["Bearer", "Bearer two parts"])
+def test_fastapi_malformed_bearer_header_is_400_invalid_request(
+    idps: list[LocalIdentityProvider], backend: str, authorization: str
+) -> None:
+    with TestClient(make_fastapi(idps), backend=backend) as client:
+        response = client.get("/whoami", headers={"authorization": authorization})
+    assert response.status_code == 400
+    assert challenge(response) == 'Bearer error="invalid_request", error_description="malformed_header"'
+
+
 def test_fastapi_scopes_add_up_and_roles(idps: list[LocalIdentityProvider], backend: str) -> None:
     acme = idps[0]
     with TestClient(make_fastapi(idps), backend=backend) as client:
@@ -159,7 +169,8 @@ def test_fastapi_scopes_add_up_and_roles(idps: list[LocalIdentityProvider], back
     assert challenge(lacking) == 'Bearer error="insufficient_scope", scope="orders:read"'
     assert granted.status_code == 200
     assert half.status_code == 403
-    assert challenge(half) == 'Bearer error="insufficient_scope", scope="orders:write"'
+    # RFC 6750 §3: the scope the resource requires (the enclosing dependency's and the route's)
+    assert challenge(half) == 'Bearer error="insufficient_scope", scope="orders:read orders:write"'
     assert both.status_code == 200
     assert no_role.status_code == 403
     assert challenge(no_role) == 'Bearer error="insufficient_scope"'
@@ -170,7 +181,8 @@ def test_fastapi_unavailable_keys_are_503(idps: list[LocalIdentityProvider], bac
     idps[0].fail(404)
     with TestClient(make_fastapi(idps, warm_timeout=None), backend=backend) as client:
         response = client.get("/whoami", headers=bearer(token(idps[0])))
-    assert response.status_code == 503
+    assert (response.status_code, response.headers.get("retry-after")) == (503, "5")
+    assert "www-authenticate" not in response.headers
 
 
 def test_fastapi_openapi_shows_the_bearer_schemes(idps: list[LocalIdentityProvider]) -> None:
@@ -263,7 +275,7 @@ def test_fastapi_own_lifespan_with_app_state(idps: list[LocalIdentityProvider]) 
     with TestClient(app) as client:  # the lifespan makes a new Registry each time it runs
         assert client.get("/whoami", headers=bearer(token(idps[0]))).json() == "alice"
     outside = TestClient(app).get("/whoami", headers=bearer(token(idps[0])))  # no lifespan: no registry
-    assert outside.status_code == 503
+    assert (outside.status_code, outside.headers.get("retry-after")) == (503, "5")
 
 
 # -- Starlette -------------------------------------------------------------------------------------
