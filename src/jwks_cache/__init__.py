@@ -3,7 +3,6 @@
 Everything public is re-exported here; the modules behind it are private.
 """
 
-from ._access import require_roles, require_scopes, roles_of, scopes_of
 from ._clock import Clock, SystemClock
 from ._config import ProviderConfig, RetryPolicy
 from ._errors import (
@@ -20,8 +19,9 @@ from ._errors import (
     StoreError,
     TokenError,
 )
+from ._jose._access import require_roles, require_scopes, roles_of, scopes_of
 from ._models import ProviderState, ProviderStatus, Snapshot, StoreStatus
-from ._registry import Registry
+from ._runtime._registry import Registry
 from ._stores import FileStore, MemoryStore, SharedStore, SnapshotStore
 from ._version import __version__
 

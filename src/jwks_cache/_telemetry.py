@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from ._clock import Clock
 from ._config import ProviderConfig
 from ._errors import FetchError
-from ._jose import SkippedKey
+from ._jose._jwks import SkippedKey
 from ._version import __version__
 
 __all__ = [

@@ -24,9 +24,9 @@ import pytest
 from tests.helpers import PROVIDER, TENANT, config_for, eventually, loopback_registry
 
 from jwks_cache import ConfigError, ProviderState, ProviderStatus, Registry
-from jwks_cache._asgi_http import Problem, ValidationProblem
-from jwks_cache._asgi_routes import ROUTES, Health
-from jwks_cache._serve import load_serve_config, open_registry
+from jwks_cache._asgi._plumbing import Problem, ValidationProblem
+from jwks_cache._asgi._routes import ROUTES, Health
+from jwks_cache._cli._serve import load_serve_config, open_registry
 from jwks_cache.asgi import create_app
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 

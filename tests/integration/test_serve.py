@@ -21,8 +21,8 @@ from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
 from jwks_cache import ConfigError, FetchError, FileStore
-from jwks_cache._cli import main
-from jwks_cache._serve import load_serve_config, open_registry, with_ca_file
+from jwks_cache._cli._main import main
+from jwks_cache._cli._serve import load_serve_config, open_registry, with_ca_file
 from jwks_cache.testing import LocalIdentityProvider
 
 ADMIN_ENV = "JWKS_CACHE_TEST_ADMIN_TOKEN"

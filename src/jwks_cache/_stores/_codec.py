@@ -18,8 +18,8 @@ from typing import Final
 import msgspec
 
 from .._errors import ConfigError, StoreError
+from .._jose._nesting import json_problem, msgpack_problem
 from .._models import SNAPSHOT_VERSION, Snapshot
-from .._nesting import json_problem, msgpack_problem
 
 __all__ = [
     "MAC_SIZE",

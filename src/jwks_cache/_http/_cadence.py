@@ -11,7 +11,7 @@ import random
 from collections import OrderedDict
 from typing import Final, Literal
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 from ._freshness import parse_delta_seconds, parse_http_date
 
 __all__ = ["KidCooldown", "failure_delay", "refresh_delay", "retry_after_delay", "retry_backoff"]

@@ -13,12 +13,12 @@ from typing import Any, Final
 
 import msgspec
 
-from ._asgi_fields import REGISTRATION_RULES, RETRY_RULES
-from ._asgi_http import JSON, PROBLEM_JSON, Problem, ValidationProblem
-from ._asgi_routes import ROUTES, Access, Health
-from ._config import ProviderConfig
-from ._models import ProviderStatus
-from ._version import __version__
+from .._config import ProviderConfig
+from .._models import ProviderStatus
+from .._version import __version__
+from ._fields import REGISTRATION_RULES, RETRY_RULES
+from ._plumbing import JSON, PROBLEM_JSON, Problem, ValidationProblem
+from ._routes import ROUTES, Access, Health
 
 __all__ = ["openapi_document"]
 

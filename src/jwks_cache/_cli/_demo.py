@@ -16,14 +16,14 @@ from typing import Any, Final, TextIO
 
 import anyio
 
-from ._cli import format_table
-from ._clock import SystemClock
-from ._config import ProviderConfig, RetryPolicy
-from ._errors import FetchError, JwksCacheError
-from ._models import ProviderState, ProviderStatus
-from ._registry import Registry
+from .._clock import SystemClock
+from .._config import ProviderConfig, RetryPolicy
+from .._errors import FetchError, JwksCacheError
+from .._models import ProviderState, ProviderStatus
+from .._runtime._registry import Registry
+from ..testing import LocalIdentityProvider, VirtualClock
+from ._text import format_table
 from ._timing import best_per_call, time_async, time_sync
-from .testing import LocalIdentityProvider, VirtualClock
 
 __all__ = ["run_demo"]
 

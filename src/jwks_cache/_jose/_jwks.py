@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, Key, KeySet, OKPKey, RSAKey
 
-from ._config import ASYMMETRIC_ALGORITHMS
-from ._errors import InvalidJwksError
+from .._config import ASYMMETRIC_ALGORITHMS
+from .._errors import InvalidJwksError
 from ._nesting import json_problem
 
 __all__ = [

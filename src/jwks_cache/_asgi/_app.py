@@ -22,12 +22,12 @@ from typing import Any, Final
 
 import msgspec
 
-from ._asgi_fields import registration_defaults
-from ._asgi_http import ClientGone, HttpProblem, Receive, Request, Response, Scope, Send, send_response
-from ._asgi_routes import ROUTES, Access, Context, Handler
-from ._errors import ConfigError, NotRegisteredError, RegistryClosedError
+from .._errors import ConfigError, NotRegisteredError, RegistryClosedError
+from .._runtime._registry import Registry
+from ._fields import registration_defaults
 from ._openapi import openapi_document
-from ._registry import Registry
+from ._plumbing import ClientGone, HttpProblem, Receive, Request, Response, Scope, Send, send_response
+from ._routes import ROUTES, Access, Context, Handler
 
 __all__ = ["ASGIApp", "create_app"]
 

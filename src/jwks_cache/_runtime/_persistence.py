@@ -12,24 +12,43 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
 
+from .._clock import Clock, move_on_at
+from .._config import ProviderConfig
+from .._errors import ResponseTooLargeError, StoreError
+from .._http._freshness import kept_for_revalidation, usable_validators
+from .._http._policy import check_url
+from .._models import Snapshot, StoreStatus
+from .._stores import SnapshotStore
 from ._boundary import as_library_error
-from ._clock import Clock, move_on_at
-from ._errors import ResponseTooLargeError, StoreError
-from ._freshness import kept_for_revalidation, usable_validators
-from ._models import Snapshot, StoreStatus
 from ._published import Published
-from ._security import check_url
-from ._stores import SnapshotStore
+from ._refresh import Refresher
 
-if TYPE_CHECKING:
-    from ._provider import Provider
+__all__ = ["Persisted", "Persistence", "poll_interval"]
 
-__all__ = ["Persistence", "poll_interval"]
+
+class Persisted(Protocol):
+    """What persistence and the fleet need of a provider: its registration, set and lease."""
+
+    lease_token: str | None  # fleet mode: held while this instance refreshes for all
+
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def config(self) -> ProviderConfig: ...
+    @property
+    def refresher(self) -> Refresher: ...
+    @property
+    def published(self) -> Published | None: ...
+    @property
+    def next_refresh(self) -> float: ...
+    @property
+    def notice(self) -> anyio.Event: ...
+
 
 log = logging.getLogger("jwks_cache")
 
@@ -53,7 +72,7 @@ def poll_interval(deadline: float) -> float:
     return max(_POLL_MIN, min(_POLL_MAX, deadline * _POLL_FRACTION))
 
 
-def _refresh_lease_ttl(provider: Provider) -> float:
+def _refresh_lease_ttl(provider: Persisted) -> float:
     cfg = provider.config
     return max(cfg.min_ttl / 2, cfg.retry.deadline + 1.0)
 
@@ -138,7 +157,7 @@ class Persistence:
 
     # -- snapshots <-> published ------------------------------------------------------------------
 
-    def snapshot_of(self, provider: Provider, published: Published) -> Snapshot | None:
+    def snapshot_of(self, provider: Persisted, published: Published) -> Snapshot | None:
         """The snapshot to persist, or None for ``no-store`` responses (RFC 9111 §5.2.2.5)."""
         if published.no_store:
             return None
@@ -157,7 +176,7 @@ class Persistence:
             cache_headers=published.cache_headers,
         )
 
-    def published_from(self, provider: Provider, snapshot: Snapshot) -> Published | None:
+    def published_from(self, provider: Persisted, snapshot: Snapshot) -> Published | None:
         """A Published for a stored snapshot, or None when it must not be used for this registration."""
         cfg = provider.config
         if snapshot.issuer != cfg.issuer:
@@ -196,7 +215,7 @@ class Persistence:
             cache_headers=kept_for_revalidation(snapshot.cache_headers),
         )
 
-    async def load(self, provider: Provider) -> Published | None:
+    async def load(self, provider: Persisted) -> Published | None:
         cfg = provider.config
         try:
             snapshot = await self._call("load", self.store.load, cfg.tenant, cfg.provider)
@@ -216,7 +235,7 @@ class Persistence:
 
     # -- ordered saves ------------------------------------------------------------------------------
 
-    def mark_dirty(self, provider: Provider, published: Published) -> None:
+    def mark_dirty(self, provider: Persisted, published: Published) -> None:
         if provider.closed:
             return  # unregistered or replaced: nothing of it may reach the store any more
         snapshot = self.snapshot_of(provider, published)
@@ -323,7 +342,7 @@ class Persistence:
     # -- fleet mode -----------------------------------------------------------------------------------
 
     async def adopt_or_lease(
-        self, provider: Provider, *, unconditional: bool, since: float | None, wait_until: float
+        self, provider: Persisted, *, unconditional: bool, since: float | None, wait_until: float
     ) -> Published | float | None:
         """Fleet mode: None means "fetch upstream" (we hold the lease, or the holder's set did not come
         in time); a Published is the fleet's set; a float is the monotonic time to try again (another
@@ -349,7 +368,7 @@ class Persistence:
             return await self._refresh_since(provider, since, wait_until)
         return await self._due_refresh(provider, wait_until)
 
-    async def _due_refresh(self, provider: Provider, wait_until: float) -> Published | float | None:
+    async def _due_refresh(self, provider: Persisted, wait_until: float) -> Published | float | None:
         """The scheduler's refresh: any set newer than ours will do, and the fleet's latest is enough."""
         ttl = _refresh_lease_ttl(provider)
         # captured before the first await: a notice (and the adoption it causes) may arrive during any
@@ -371,7 +390,7 @@ class Persistence:
         return await self._await_set(provider, accept_from=floor, landed_at=None, until=wait_until)
 
     async def _unknown_kid(
-        self, provider: Provider, since: float | None, wait_until: float
+        self, provider: Persisted, since: float | None, wait_until: float
     ) -> Published | float | None:
         """One fleet-wide unknown-kid refresh per cooldown; the others wait for its set, never refuse early.
 
@@ -391,7 +410,7 @@ class Persistence:
             return self._clock.monotonic()  # the fleet's answer is the set we hold: nothing to record
         return found
 
-    async def _refresh_since(self, provider: Provider, since: float, wait_until: float) -> Published | float | None:
+    async def _refresh_since(self, provider: Persisted, since: float, wait_until: float) -> Published | float | None:
         """``refresh()``: a set fetched at or after ``since``; adopted if another instance fetches one."""
         before = provider.published
         if await self._take(provider, "refresh", _refresh_lease_ttl(provider), keep=True):
@@ -410,7 +429,7 @@ class Persistence:
             return provider.next_refresh
         return found
 
-    async def _take(self, provider: Provider, purpose: str, ttl: float, *, keep: bool) -> bool:
+    async def _take(self, provider: Persisted, purpose: str, ttl: float, *, keep: bool) -> bool:
         """Try to take a lease; True means "fetch upstream" (ours, or the store is down).
 
         ``keep``: remember the token so a failed fetch releases the lease (the periodic one only).
@@ -428,7 +447,7 @@ class Persistence:
             provider.lease_token = token  # released early only if the fetch fails
         return token is not None
 
-    async def _lease_taken_at(self, provider: Provider, purpose: str, ttl: float) -> float | None:
+    async def _lease_taken_at(self, provider: Persisted, purpose: str, ttl: float) -> float | None:
         """Take the lease (None: fetch upstream), or the wall-clock time its holder took it.
 
         ``-inf`` when the holder cannot be dated (a store without ``lease_age``, a holder of an older
@@ -452,7 +471,7 @@ class Persistence:
         return -math.inf
 
     async def _await_set(
-        self, provider: Provider, *, accept_from: float, landed_at: float | None, until: float
+        self, provider: Persisted, *, accept_from: float, landed_at: float | None, until: float
     ) -> Published | None:
         """The first set fetched at or after ``accept_from`` (wall clock) that a notice brings or a poll
         of the store finds, or None ("fetch upstream yourself") at ``until`` (monotonic).
@@ -477,7 +496,7 @@ class Persistence:
                 await notice.wait()
         return None
 
-    async def _newer_than_ours(self, provider: Provider) -> Published | None:
+    async def _newer_than_ours(self, provider: Persisted) -> Published | None:
         candidate = await self.load(provider)
         current = provider.published
         if candidate is None or (current is not None and candidate.wall_fetched_at <= current.wall_fetched_at):
@@ -486,7 +505,7 @@ class Persistence:
             return None
         return candidate
 
-    async def after_upstream_fetch(self, provider: Provider, published: Published) -> None:
+    async def after_upstream_fetch(self, provider: Persisted, published: Published) -> None:
         """Fleet mode: share the new set (save + notice) and keep the lease until it expires."""
         snapshot = self.snapshot_of(provider, published)
         if snapshot is None:
@@ -501,7 +520,7 @@ class Persistence:
             except StoreError as exc:
                 self._failed(f"cannot publish snapshot of {snapshot.tenant}/{snapshot.provider}: {exc}")
 
-    async def release(self, provider: Provider) -> None:
+    async def release(self, provider: Persisted) -> None:
         token, provider.lease_token = provider.lease_token, None
         if token is None:
             return

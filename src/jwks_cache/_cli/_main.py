@@ -24,14 +24,15 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from ._config import ProviderConfig
-from ._errors import ConfigError, FetchError, JwksCacheError, KeyNotFoundError, SecurityError, TokenError
-from ._published import Published
-from ._registry import Registry
-from ._transport import ca_file_context
-from ._version import __version__
+from .._config import ProviderConfig
+from .._errors import ConfigError, FetchError, JwksCacheError, KeyNotFoundError, SecurityError, TokenError
+from .._http._transport import ca_file_context
+from .._runtime._published import Published
+from .._runtime._registry import Registry
+from .._version import __version__
+from ._text import format_table
 
-__all__ = ["InspectReport", "KeyRow", "build_parser", "format_table", "main"]
+__all__ = ["InspectReport", "KeyRow", "build_parser", "main"]
 
 PROG: Final = "jwks-cache"
 EXIT_OK: Final = 0
@@ -304,19 +305,6 @@ def render_report(report: InspectReport) -> str:
         f"  Last-Modified  {report.last_modified or '(none)'}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def format_table(
-    headers: Sequence[str], rows: Sequence[Sequence[str]], *, right: frozenset[int] = frozenset()
-) -> list[str]:
-    """Plain aligned columns; ``right`` holds the indexes of numeric columns."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=False)]
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-        return "  ".join(padded).rstrip()
-
-    return [line(headers), *(line(row) for row in rows)]
 
 
 def _verdict(row: KeyRow) -> str:

@@ -13,8 +13,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from ._asgi_http import FieldError, HttpProblem
-from ._config import (
+from .._config import (
     _MAX_ACCEPTED_ISSUERS,
     _MAX_CLAIM_VALUE_CHARS,
     _MAX_CLAIM_VALUES,
@@ -27,10 +26,11 @@ from ._config import (
     ASYMMETRIC_ALGORITHMS,
     ProviderConfig,
 )
-from ._errors import ConfigError
-from ._issuers import _TENANT_ID
-from ._nesting import json_problem
-from ._security import _MAX_URL_CHARS
+from .._errors import ConfigError
+from .._http._policy import _MAX_URL_CHARS
+from .._issuers import _TENANT_ID
+from .._jose._nesting import json_problem
+from ._plumbing import FieldError, HttpProblem
 
 __all__ = [
     "REGISTRATION_RULES",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from ._errors import InsufficientScopeError
+from .._errors import InsufficientScopeError
 
 __all__ = ["require_roles", "require_scopes", "roles_of", "scopes_of"]
 

@@ -12,16 +12,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
+from .._clock import Clock, fail_at, move_on_at
+from .._config import ProviderConfig
+from .._errors import FetchError, JwksCacheError, KeyNotFoundError, SecurityError
+from .._http._cadence import KidCooldown, failure_delay, refresh_delay
+from .._jose._jwks import KeyEntry, KeyTable, key_fits_alg, misfit
+from .._telemetry import log_refresh_failed, log_stale_ended, log_stale_started
 from ._boundary import as_library_error
-from ._clock import Clock, fail_at, move_on_at
-from ._config import ProviderConfig
-from ._errors import FetchError, JwksCacheError, KeyNotFoundError, SecurityError
-from ._jose import KeyEntry, KeyTable, key_fits_alg, misfit
 from ._persistence import Persistence
 from ._published import Published
 from ._refresh import Refresher
-from ._schedule import KidCooldown, failure_delay, refresh_delay
-from ._telemetry import log_refresh_failed, log_stale_ended, log_stale_started
 
 if TYPE_CHECKING:
     from ._scheduler import Scheduler

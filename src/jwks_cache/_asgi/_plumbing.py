@@ -1,6 +1,6 @@
 """Raw ASGI 3 plumbing for the control plane: requests, bounded bodies, responses, RFC 9457 problems.
 
-Hand-written over the ASGI dicts rather than taken from a framework, for the reasons in ``_asgi``.
+Hand-written over the ASGI dicts rather than taken from a framework, for the reasons in ``_app``.
 """
 
 from __future__ import annotations

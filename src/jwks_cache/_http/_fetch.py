@@ -18,11 +18,11 @@ import anyio
 import httpx
 import msgspec
 
-from ._clock import Clock, fail_at
-from ._errors import FetchError, ResponseTooLargeError, SecurityError
-from ._schedule import retry_after_delay
-from ._security import HopPolicy, check_address, check_content_type, check_pin, check_url, resolve_redirect
-from ._telemetry import Telemetry
+from .._clock import Clock, fail_at
+from .._errors import FetchError, ResponseTooLargeError, SecurityError
+from .._telemetry import Telemetry
+from ._cadence import retry_after_delay
+from ._policy import HopPolicy, check_address, check_content_type, check_pin, check_url, resolve_redirect
 from ._transport import GuardedTransport, hop_policy, resolve_checked
 
 __all__ = ["FetchResult", "Fetcher", "Headers"]

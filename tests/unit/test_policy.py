@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jwks_cache._errors import SecurityError
-from jwks_cache._security import (
+from jwks_cache._http._policy import (
     HopPolicy,
     canonical_host,
     check_address,

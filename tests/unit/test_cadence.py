@@ -8,7 +8,7 @@ import random
 import pytest
 
 from jwks_cache._errors import ConfigError
-from jwks_cache._schedule import KidCooldown, failure_delay, refresh_delay, retry_after_delay, retry_backoff
+from jwks_cache._http._cadence import KidCooldown, failure_delay, refresh_delay, retry_after_delay, retry_backoff
 
 SEEDS = range(500)
 NOW = float(calendar.timegm((2025, 3, 1, 12, 0, 0)))

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ._fetch import Headers
-from ._jose import KeyTable
+from .._http._fetch import Headers
+from .._jose._jwks import KeyTable
 
 __all__ = ["Published"]
 

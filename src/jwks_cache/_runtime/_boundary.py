@@ -24,8 +24,8 @@ import anyio
 from anyio.abc import TaskStatus
 from opentelemetry import trace
 
-from ._clock import Clock
-from ._errors import FetchError, JwksCacheError
+from .._clock import Clock
+from .._errors import FetchError, JwksCacheError
 
 __all__ = ["as_library_error", "run_once", "run_supervised"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from ._clock import Clock
-from ._models import ProviderState, ProviderStatus
+from .._clock import Clock
+from .._models import ProviderState, ProviderStatus
 from ._provider import Provider
 
 __all__ = ["provider_state", "provider_status"]

@@ -30,9 +30,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from ._errors import TokenError
-from ._issuers import describe, filled, is_tenant_id, issuer_matches
-from ._jose import ALLOWED_DEFAULT, B64URL_CHARS, JsonProblem, KeyEntry, b64url_decode, decode_json, key_fits_alg
+from .._errors import TokenError
+from .._issuers import describe, filled, is_tenant_id, issuer_matches
+from ._jwks import ALLOWED_DEFAULT, B64URL_CHARS, JsonProblem, KeyEntry, b64url_decode, decode_json, key_fits_alg
 from ._nesting import json_problem
 
 __all__ = [

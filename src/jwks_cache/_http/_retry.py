@@ -12,10 +12,10 @@ from typing import TypeVar
 
 import tenacity
 
-from ._clock import Clock, fail_at
-from ._config import RetryPolicy
-from ._errors import FetchError
-from ._schedule import retry_backoff
+from .._clock import Clock, fail_at
+from .._config import RetryPolicy
+from .._errors import FetchError
+from ._cadence import retry_backoff
 
 __all__ = ["with_retries"]
 

@@ -12,18 +12,18 @@ from typing import Final
 
 import msgspec
 
-from ._clock import Clock
-from ._config import ProviderConfig
-from ._errors import FetchError, InvalidJwksError, SecurityError
-from ._fetch import Fetcher, FetchResult
-from ._freshness import compute_freshness, conditional_headers, kept_for_revalidation, merge_not_modified
-from ._issuers import discovery_accepts
-from ._jose import TableCache
-from ._nesting import json_problem
+from .._clock import Clock
+from .._config import ProviderConfig
+from .._errors import FetchError, InvalidJwksError, SecurityError
+from .._http._fetch import Fetcher, FetchResult
+from .._http._freshness import compute_freshness, conditional_headers, kept_for_revalidation, merge_not_modified
+from .._http._policy import HopPolicy, check_url
+from .._http._retry import with_retries
+from .._issuers import discovery_accepts
+from .._jose._jwks import TableCache
+from .._jose._nesting import json_problem
+from .._telemetry import log_skipped_keys
 from ._published import Published
-from ._retry import with_retries
-from ._security import HopPolicy, check_url
-from ._telemetry import log_skipped_keys
 
 __all__ = ["Refresher", "parse_discovery"]
 

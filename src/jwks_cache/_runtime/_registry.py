@@ -17,25 +17,25 @@ import httpx
 import msgspec
 from anyio.abc import TaskGroup
 
+from .._clock import Clock, SystemClock, move_on_at
+from .._config import ProviderConfig
+from .._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError, TokenError
+from .._http._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES, Fetcher
+from .._http._policy import HopPolicy, check_url, host_allowed
+from .._http._transport import guarded_client
+from .._issuers import multi_tenant_forms, registration_issuers, template_problem
+from .._jose._jwks import ALLOWED_DEFAULT, KeyEntry, TableCache
+from .._jose._jws import HeaderCache, ParsedJws, check_alg, check_claims, check_key_issuer, parse_jws, verify_signature
+from .._models import ProviderStatus, Snapshot, StoreStatus
+from .._stores import SharedStore, SnapshotStore
+from .._telemetry import MeterProvider, Telemetry, TracerProvider
 from ._boundary import run_once, run_supervised
-from ._clock import Clock, SystemClock, move_on_at
-from ._config import ProviderConfig
-from ._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError, TokenError
-from ._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES, Fetcher
-from ._issuers import multi_tenant_forms, registration_issuers, template_problem
-from ._jose import ALLOWED_DEFAULT, KeyEntry, TableCache
-from ._jws import HeaderCache, ParsedJws, check_alg, check_claims, check_key_issuer, parse_jws, verify_signature
-from ._models import ProviderStatus, Snapshot, StoreStatus
 from ._persistence import Persistence
 from ._provider import Provider, ProviderHost
 from ._published import Published
 from ._refresh import Refresher
 from ._scheduler import Scheduler
-from ._security import HopPolicy, check_url, host_allowed
 from ._status import provider_status
-from ._stores import SharedStore, SnapshotStore
-from ._telemetry import MeterProvider, Telemetry, TracerProvider
-from ._transport import guarded_client
 
 __all__ = ["Registry"]
 

@@ -39,15 +39,15 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import anyio
 import msgspec
 
-from ._asgi import ASGIApp, create_app
-from ._asgi_fields import registration_defaults
-from ._config import _HOST_RE, ProviderConfig, decode_config
-from ._errors import ConfigError
-from ._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES
-from ._nesting import toml_problem
-from ._registry import Registry
-from ._stores import FileStore, SnapshotStore
-from ._transport import ca_file_context
+from .._asgi._app import ASGIApp, create_app
+from .._asgi._fields import registration_defaults
+from .._config import _HOST_RE, ProviderConfig, decode_config
+from .._errors import ConfigError
+from .._http._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES
+from .._http._transport import ca_file_context
+from .._jose._nesting import toml_problem
+from .._runtime._registry import Registry
+from .._stores import FileStore, SnapshotStore
 
 __all__ = [
     "ControlPlaneOptions",

@@ -22,8 +22,8 @@ import httpcore
 import httpx
 from anyio import getaddrinfo
 
-from ._errors import ConfigError
-from ._security import HopPolicy, check_address, check_pin
+from .._errors import ConfigError
+from ._policy import HopPolicy, check_address, check_pin
 
 __all__ = [
     "GuardedTransport",

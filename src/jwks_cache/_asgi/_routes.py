@@ -12,13 +12,13 @@ from typing import Final, Literal
 
 import msgspec
 
-from ._asgi_fields import decode_registration, invalid_registration
-from ._asgi_http import JSON, HttpProblem, Request, Response, json_response, read_body
-from ._errors import ConfigError, FetchError, NotRegisteredError, RegistryClosedError, SecurityError
-from ._jose import KeyTable
-from ._models import ProviderState
-from ._provider import Provider
-from ._registry import Registry
+from .._errors import ConfigError, FetchError, NotRegisteredError, RegistryClosedError, SecurityError
+from .._jose._jwks import KeyTable
+from .._models import ProviderState
+from .._runtime._provider import Provider
+from .._runtime._registry import Registry
+from ._fields import decode_registration, invalid_registration
+from ._plumbing import JSON, HttpProblem, Request, Response, json_response, read_body
 
 __all__ = ["ROUTES", "Access", "Context", "Handler", "Health", "HealthFailure", "Route"]
 

@@ -23,7 +23,7 @@ from urllib.parse import urljoin, urlsplit
 import msgspec
 from cryptography import x509
 
-from ._errors import SecurityError
+from .._errors import SecurityError
 
 __all__ = [
     "HopPolicy", "canonical_host", "check_address", "check_content_type", "check_pin", "check_url",

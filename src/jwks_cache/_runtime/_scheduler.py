@@ -19,17 +19,28 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskStatus
 
-from ._clock import Clock
+from .._clock import Clock
 
-if TYPE_CHECKING:
-    from ._provider import Provider
+__all__ = ["Scheduled", "Scheduler"]
 
-__all__ = ["Scheduler"]
+
+class Scheduled(Protocol):
+    """What the scheduler needs of a provider: when it wants to run, and a way to start it."""
+
+    scheduled_at: float | None  # the wake-up the scheduler holds for it; only the scheduler writes it
+
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def next_refresh(self) -> float: ...
+    @property
+    def flight(self) -> object | None: ...
+    def start_flight(self, *, conditional: bool, background: bool = False) -> object: ...
 
 
 class Scheduler:
@@ -49,14 +60,14 @@ class Scheduler:
         self._clock = clock
         self._max_flights = max_flights
         self.flights = 0  # background flights started and not yet landed
-        self._heap: list[tuple[float, int, Provider]] = []
+        self._heap: list[tuple[float, int, Scheduled]] = []
         self._seq = itertools.count()  # ties broken by arrival, never by comparing providers
         self._stale = 0  # heap entries superseded by a later schedule() or by a close
         self._nap: anyio.CancelScope | None = None
         self._nap_until = math.inf
         self._stopped = False
 
-    def schedule(self, provider: Provider) -> None:
+    def schedule(self, provider: Scheduled) -> None:
         """Make sure ``provider`` is woken at its current ``next_refresh`` (idempotent)."""
         if provider.closed or provider.scheduled_at == provider.next_refresh:
             return
@@ -67,7 +78,7 @@ class Scheduler:
         if when < self._nap_until and self._nap is not None and self.flights < self._max_flights:
             self._nap.cancel()  # the new wake-up is earlier than the one we sleep towards
 
-    def discard(self, provider: Provider) -> None:
+    def discard(self, provider: Scheduled) -> None:
         """``provider`` closed: its pending wake-up, if any, will never run."""
         if provider.scheduled_at is not None:
             provider.scheduled_at = None
@@ -86,7 +97,7 @@ class Scheduler:
     def _compact(self) -> None:
         """Rebuild the heap from its live entries, one per provider, in place (``run`` holds it)."""
         seen: set[int] = set()
-        live: list[tuple[float, int, Provider]] = []
+        live: list[tuple[float, int, Scheduled]] = []
         for entry in self._heap:
             when, _, provider = entry
             if not provider.closed and when == provider.scheduled_at and id(provider) not in seen:
@@ -106,7 +117,7 @@ class Scheduler:
         if self._nap is not None:
             self._nap.cancel()
 
-    def landed(self, provider: Provider, background: bool) -> None:
+    def landed(self, provider: Scheduled, background: bool) -> None:
         """A flight of ``provider`` ended: schedule its next wake-up, and free a slot if it was ours."""
         if background:
             self.flights -= 1
