@@ -20,7 +20,7 @@ from ._errors import (
     TokenError,
 )
 from ._jose._access import require_roles, require_scopes, roles_of, scopes_of
-from ._models import ProviderState, ProviderStatus, Snapshot, StoreStatus
+from ._models import KeyInfo, ProviderState, ProviderStatus, ServedJwks, Snapshot, StoreStatus
 from ._runtime._registry import Registry
 from ._stores import FileStore, MemoryStore, SharedStore, SnapshotStore
 from ._version import __version__
@@ -33,6 +33,7 @@ __all__ = [
     "InsufficientScopeError",
     "InvalidJwksError",
     "JwksCacheError",
+    "KeyInfo",
     "KeyNotFoundError",
     "MemoryStore",
     "NotRegisteredError",
@@ -44,6 +45,7 @@ __all__ = [
     "ResponseTooLargeError",
     "RetryPolicy",
     "SecurityError",
+    "ServedJwks",
     "SharedStore",
     "Snapshot",
     "SnapshotStore",

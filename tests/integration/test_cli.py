@@ -20,7 +20,7 @@ import anyio.to_thread
 import msgspec
 import pytest
 
-from jwks_cache import _demo
+from jwks_cache._cli import _demo
 from jwks_cache._cli._main import InspectReport, main
 from jwks_cache._cli._text import format_table
 from jwks_cache.testing import LocalIdentityProvider

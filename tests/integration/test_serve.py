@@ -168,7 +168,7 @@ def test_the_registry_https_setting_is_each_providers_default(tmp_path: Path) ->
 
 def test_a_relative_store_directory_is_resolved_against_the_file(tmp_path: Path) -> None:
     config = load_serve_config(_write(tmp_path, '[store]\nfile = "snapshots"\n'))
-    store = open_registry(config)._store
+    store = open_registry(config).store
     assert isinstance(store, FileStore)
     assert store._directory == tmp_path / "snapshots"
 

@@ -149,3 +149,62 @@ def test_the_runtime_never_imports_an_edge() -> None:
     edges = {m for m in MODULES if m.split(".")[0] in EDGES}
     reached = {t for m, targets in _graph().items() if not m.startswith(EDGES) for t in targets}
     assert reached & edges == set()
+
+
+def _runtime_privates() -> set[str]:
+    """Private attribute names the runtime's classes keep (``self._x = ...`` and ``__slots__``)."""
+    names: set[str] = set()
+    for module, path in MODULES.items():
+        if not module.startswith("_runtime"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)):
+                continue
+            if node.value.id == "self" and node.attr.startswith("_") and not node.attr.startswith("__"):
+                names.add(node.attr)
+    return names
+
+
+def _private_reads(path: pathlib.Path, privates: set[str]) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text())):
+        own = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+        if isinstance(node, ast.Attribute) and node.attr in privates and not own:
+            yield f"{path.name}:{node.lineno} .{node.attr}"
+
+
+def test_edges_import_only_public_names_from_the_runtime() -> None:
+    public = set(jwks_cache.__all__)
+    reaching = [
+        f"{m} imports {name} from {target}"
+        for m in MODULES
+        if m.split(".")[0] in EDGES
+        for target, names in _imports(m)
+        if target.startswith("_runtime")
+        for name in names
+        if name not in public
+    ]
+    assert reaching == []
+
+
+def test_no_edge_reads_a_private_attribute_of_the_runtime() -> None:
+    privates = _runtime_privates()
+    reads = [r for m, path in MODULES.items() if m.split(".")[0] in EDGES for r in _private_reads(path, privates)]
+    assert reads == []
+
+
+#: what tests still read of the runtime's privates, for want of a public view (shrink, never grow):
+#: the scheduler's flight count and the fetcher's slot bounds; ``_tables`` is TableCache's, a pure
+#: module's, which shares the name with a runtime attribute
+TESTS_STILL_READING: Final = frozenset({"_scheduler", "_fetcher", "_tables"})
+
+
+def test_tests_read_no_private_attribute_of_the_runtime_but_the_listed_ones() -> None:
+    privates = _runtime_privates() - TESTS_STILL_READING
+    tests = pathlib.Path(__file__).parents[1]
+    reads = [
+        r
+        for path in sorted(tests.rglob("*.py"))
+        if path.name != "test_architecture.py"
+        for r in _private_reads(path, privates)
+    ]
+    assert reads == []

@@ -91,7 +91,7 @@ class _ControlPlane:
         self._token = admin_token.encode("ascii") if admin_token is not None else None
         self._protect_reads = protect_reads
         # a PUT body means what a [[providers]] table of the serve file means under this registry
-        defaults = registration_defaults(require_https=registry._require_https)
+        defaults = registration_defaults(require_https=registry.require_https)
         self._document = openapi_document(
             admin_enabled=admin_token is not None,
             protect_reads=protect_reads,

@@ -13,9 +13,7 @@ from typing import Final, Literal
 import msgspec
 
 from .._errors import ConfigError, FetchError, NotRegisteredError, RegistryClosedError, SecurityError
-from .._jose._jwks import KeyTable
-from .._models import ProviderState
-from .._runtime._provider import Provider
+from .._models import ProviderState, ServedJwks
 from .._runtime._registry import Registry
 from ._fields import decode_registration, invalid_registration
 from ._plumbing import JSON, HttpProblem, Request, Response, json_response, read_body
@@ -101,12 +99,6 @@ def _names(params: Mapping[str, str]) -> tuple[str, str]:
     return params["tenant"], params["provider"]
 
 
-def _provider(registry: Registry, tenant: str, provider: str) -> Provider:
-    registry.status(tenant, provider)  # the public check: NotRegisteredError or RegistryClosedError
-    # read-only use of the provider table; lookups and fetches stay the Provider's business
-    return registry._providers[(tenant, provider)]
-
-
 def _status_url(request: Request, tenant: str, provider: str) -> str:
     return f"{request.root_path}/tenants/{tenant}/providers/{provider}/status"
 
@@ -118,7 +110,7 @@ async def put_provider(ctx: Context, request: Request, params: Mapping[str, str]
         raise HttpProblem(415, "the registration must be sent as application/json")
     body = await read_body(request, ctx.max_body_bytes)
     config = decode_registration(body, tenant, provider, ctx.registration_defaults)
-    existed = (tenant, provider) in ctx.registry._providers
+    existed = ctx.registry.is_registered(tenant, provider)
     try:
         await ctx.registry.register(config)
     except ConfigError as exc:  # a registry floor (https, allowed domains, private networks)
@@ -138,45 +130,44 @@ async def get_jwks(ctx: Context, request: Request, params: Mapping[str, str]) ->
     kids = request.query.get("kid", [])
     if len(kids) > 1:
         raise HttpProblem(400, "kid may be given at most once")
-    found = _provider(ctx.registry, tenant, provider)
     try:
-        table = await found.table()  # what resolve() serves, with its stale window and cold fetch
+        served = await ctx.registry.served_jwks(tenant, provider)  # as resolve() serves it, stale window and all
     except (FetchError, SecurityError) as exc:
-        retry_after = _retry_after(ctx, found, exc)
+        retry_after = _retry_after(ctx, tenant, provider, exc)
         raise HttpProblem(
             503,
             f"{tenant}/{provider} has no usable keys: {exc}",
             kind="keys-unavailable",
             headers=[("retry-after", str(retry_after))],
         ) from exc
-    document = table.public_jwks()
+    document = served.jwks
     if kids:
         document["keys"] = [key for key in document["keys"] if key.get("kid") == kids[0]]
         if not document["keys"]:
             raise HttpProblem(404, f"{tenant}/{provider} serves no key with kid {kids[0]!r}", kind="kid-not-found")
     body = msgspec.json.encode(document)
     etag = '"' + base64.urlsafe_b64encode(hashlib.sha256(body).digest()).rstrip(b"=").decode("ascii") + '"'
-    headers = [("etag", etag), ("cache-control", _cache_control(ctx, found, table))]
+    headers = [("etag", etag), ("cache-control", _cache_control(ctx, served))]
     if _none_match(request.headers.get("if-none-match"), etag):
         return Response(304, headers=headers)
     return Response(200, body, content_type=JSON, headers=headers)
 
 
-def _cache_control(ctx: Context, found: Provider, table: KeyTable) -> str:
+def _cache_control(ctx: Context, served: ServedJwks) -> str:
     """Downstream caches may keep the set only as long as we consider it fresh ourselves."""
     visibility = "private" if ctx.protect_reads else "public"
-    published = found.published
-    if published is None or published.table is not table:
-        return f"{visibility}, no-cache"
-    remaining = math.floor(published.expires_at - ctx.registry._clock.monotonic())
+    remaining = math.floor(served.fresh_for)
     if remaining <= 0:  # served from the stale window: revalidate every time
         return f"{visibility}, no-cache"
     return f"{visibility}, max-age={remaining}"
 
 
-def _retry_after(ctx: Context, found: Provider, exc: Exception) -> int:
+def _retry_after(ctx: Context, tenant: str, provider: str, exc: Exception) -> int:
     """Seconds until the provider's loop tries again (or the IdP's own Retry-After), 1..3600."""
-    wait = found.next_refresh - ctx.registry._clock.monotonic()
+    try:
+        wait = ctx.registry.seconds_until_refresh(tenant, provider)
+    except (NotRegisteredError, RegistryClosedError):  # gone while we waited: nothing will retry it
+        wait = 0.0
     if isinstance(exc, FetchError) and exc.retry_after is not None:
         wait = max(wait, exc.retry_after)
     if not math.isfinite(wait) or wait < 1:

@@ -9,16 +9,14 @@ Errors are one line on stderr; a ``JwksCacheError`` never prints a traceback.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
-from typing import Any, Final
+from datetime import datetime
+from typing import Final
 
 import anyio
 import anyio.to_thread
@@ -27,7 +25,7 @@ import msgspec
 from .._config import ProviderConfig
 from .._errors import ConfigError, FetchError, JwksCacheError, KeyNotFoundError, SecurityError, TokenError
 from .._http._transport import ca_file_context
-from .._runtime._published import Published
+from .._models import KeyInfo, ServedJwks
 from .._runtime._registry import Registry
 from .._version import __version__
 from ._text import format_table
@@ -198,11 +196,8 @@ async def _inspect(args: argparse.Namespace) -> int:
     async with _one_off_registry(args) as reg:
         await reg.register(config)
         await reg.refresh(_TENANT, _PROVIDER)
-        published = reg._providers[(_TENANT, _PROVIDER)].published
-        status = reg.status(_TENANT, _PROVIDER)
-    if published is None or status.jwks_url is None:  # refresh() returned, so a set is in place
-        raise FetchError("no key set after the fetch")
-    report = build_report(published, jwks_url=status.jwks_url, issuer=args.issuer, config=config)
+        served = await reg.served_jwks(_TENANT, _PROVIDER)  # the set refresh() just put in place
+    report = build_report(served, issuer=args.issuer, config=config)
     if args.json:
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(report), indent=2).decode() + "\n")
     else:
@@ -210,17 +205,8 @@ async def _inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class KeyRow(msgspec.Struct, kw_only=True):
-    """One JWK of the document, served or not; ``index`` is its position in ``$.keys``."""
-
-    index: int
-    kid: str | None
-    kty: str | None
-    alg: str | None
-    size: str | None  # RSA modulus bits, or the curve
-    use: str | None
-    served: bool
-    reason: str | None  # why it is skipped
+#: one JWK of the document, served or not (the public view, under the name ``--json`` reports have used)
+KeyRow = KeyInfo
 
 
 class InspectReport(msgspec.Struct, kw_only=True):
@@ -239,46 +225,19 @@ class InspectReport(msgspec.Struct, kw_only=True):
     last_modified: str | None
 
 
-def build_report(published: Published, *, jwks_url: str, issuer: str | None, config: ProviderConfig) -> InspectReport:
-    # The table keeps parsed keys only; the raw document gives kty/alg/use of skipped ones too.
-    raw = _raw_keys(published.body)
-    table = published.table
-    skipped_at = {s.index: s for s in table.skipped}
-    served = iter(table.entries)
-    rows: list[KeyRow] = []
-    for index in range(len(table.entries) + len(table.skipped)):
-        jwk = raw[index] if index < len(raw) else {}
-        skip = skipped_at.get(index)
-        if skip is not None:
-            kid, kty, alg, crv = skip.kid, _text(jwk, "kty"), _text(jwk, "alg"), _text(jwk, "crv")
-        else:
-            entry = next(served)
-            kid, kty, alg, crv = entry.kid, entry.kty, entry.alg, entry.crv
-        size = crv if kty in ("EC", "OKP") else _rsa_bits(jwk) if kty == "RSA" else None
-        rows.append(
-            KeyRow(
-                index=index,
-                kid=kid,
-                kty=kty,
-                alg=alg,
-                size=size,
-                use=_text(jwk, "use"),
-                served=skip is None,
-                reason=skip.reason if skip is not None else None,
-            )
-        )
+def build_report(served: ServedJwks, *, issuer: str | None, config: ProviderConfig) -> InspectReport:
     return InspectReport(
-        jwks_url=jwks_url,
+        jwks_url=served.jwks_url,
         issuer=issuer,
-        keys=rows,
-        fetched_at=datetime.fromtimestamp(published.wall_fetched_at, tz=UTC),
-        expires_at=datetime.fromtimestamp(published.wall_expires_at, tz=UTC),
-        ttl=published.ttl,
+        keys=list(served.keys),
+        fetched_at=served.fetched_at,
+        expires_at=served.expires_at,
+        ttl=served.ttl,
         min_ttl=config.min_ttl,
         max_ttl=config.max_ttl,
-        no_store=published.no_store,
-        etag=published.etag,
-        last_modified=published.last_modified,
+        no_store=served.no_store,
+        etag=served.etag,
+        last_modified=served.last_modified,
     )
 
 
@@ -313,31 +272,6 @@ def _verdict(row: KeyRow) -> str:
 
 def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _raw_keys(body: bytes) -> list[dict[str, Any]]:
-    try:
-        doc = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        return []
-    keys = doc.get("keys") if isinstance(doc, dict) else None
-    return [k if isinstance(k, dict) else {} for k in keys] if isinstance(keys, list) else []
-
-
-def _text(jwk: dict[str, Any], member: str) -> str | None:
-    value = jwk.get(member)
-    return value[:64] if isinstance(value, str) else None
-
-
-def _rsa_bits(jwk: dict[str, Any]) -> str | None:
-    n = jwk.get("n")
-    if not isinstance(n, str):
-        return None
-    try:
-        modulus = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    return f"{int.from_bytes(modulus, 'big').bit_length()} bits"
 
 
 # -- verify ----------------------------------------------------------------------------------------

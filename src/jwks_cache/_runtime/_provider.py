@@ -438,6 +438,14 @@ class Provider:
             return pub.table
         raise FetchError(f"{self._name}: keys unavailable", url=self.refresher.jwks_url)
 
+    async def served(self) -> Published:
+        """The set :meth:`table` serves, with its freshness bookkeeping (for the Registry's views)."""
+        table = await self.table()
+        pub = self.published  # table() returns the current set's table, with no await after reading it
+        if pub is None or pub.table is not table:
+            raise FetchError(f"{self._name}: keys unavailable", url=self.refresher.jwks_url)
+        return pub
+
     def _served_stale(self, pub: Published, now: float) -> None:
         self.stale_serves += 1
         if self._stale_logged is not pub:  # one line per stale episode, not one per lookup

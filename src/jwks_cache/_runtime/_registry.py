@@ -26,7 +26,7 @@ from .._http._transport import guarded_client
 from .._issuers import multi_tenant_forms, registration_issuers, template_problem
 from .._jose._jwks import ALLOWED_DEFAULT, KeyEntry, TableCache
 from .._jose._jws import HeaderCache, ParsedJws, check_alg, check_claims, check_key_issuer, parse_jws, verify_signature
-from .._models import ProviderStatus, Snapshot, StoreStatus
+from .._models import ProviderStatus, ServedJwks, Snapshot, StoreStatus
 from .._stores import SharedStore, SnapshotStore
 from .._telemetry import MeterProvider, Telemetry, TracerProvider
 from ._boundary import run_once, run_supervised
@@ -35,7 +35,7 @@ from ._provider import Provider, ProviderHost
 from ._published import Published
 from ._refresh import Refresher
 from ._scheduler import Scheduler
-from ._status import provider_status
+from ._status import provider_status, served_jwks
 
 __all__ = ["Registry"]
 
@@ -623,6 +623,52 @@ class Registry(anyio.AsyncContextManagerMixin):
         table = await self._on_current(self._provider(tenant, provider), Provider.table)
         return table.key_set()
 
+    @property
+    def require_https(self) -> bool:
+        """The registry's https floor (``Registry(require_https=...)``): no registration may lower it."""
+        return self._require_https
+
+    @property
+    def store(self) -> SnapshotStore | None:
+        """The snapshot store the registry was given, if any."""
+        return self._store
+
+    async def served_jwks(self, tenant: str, provider: str) -> ServedJwks:
+        """The key set ``resolve()`` would serve, as a JWK Set of public members, with its freshness and every key's fate.
+
+        For a JWKS endpoint of your own, a dashboard or ``jwks-cache inspect``: fresh or stale keys
+        are answered at once, an empty provider fetches (single-flight), and a re-registration in
+        the meantime is followed to the registration in place.
+
+        Raises:
+            FetchError, SecurityError: no usable key set could be had.
+            NotRegisteredError, RegistryClosedError.
+        """
+        found, published = await self._on_current(self._provider(tenant, provider), _served_by)
+        return served_jwks(found, published, self._clock)
+
+    def registration(self, tenant: str, provider: str) -> ProviderConfig:
+        """The registration in force, as the registry holds it (registry defaults applied).
+
+        Raises:
+            NotRegisteredError, RegistryClosedError.
+        """
+        return self._provider(tenant, provider).config
+
+    def is_registered(self, tenant: str, provider: str) -> bool:
+        """Whether a provider is registered as ``tenant/provider`` now (False once the registry is closed)."""
+        return self._state is _State.OPEN and (tenant, provider) in self._providers
+
+    def seconds_until_refresh(self, tenant: str, provider: str) -> float:
+        """Seconds until the provider's next refresh on the registry's clock; 0 or less: due now.
+
+        What a ``Retry-After`` for a provider without usable keys should say.
+
+        Raises:
+            NotRegisteredError, RegistryClosedError.
+        """
+        return self._provider(tenant, provider).next_refresh - self._clock.monotonic()
+
     async def refresh(self, tenant: str, provider: str) -> None:
         """Refresh now (conditional), or join the refresh in progress; raises its error."""
         await self._on_current(self._provider(tenant, provider), Provider.refresh)
@@ -678,6 +724,10 @@ class Registry(anyio.AsyncContextManagerMixin):
         """
         self._check_open()
         return self._persistence.status() if self._persistence is not None else None
+
+
+async def _served_by(found: Provider) -> tuple[Provider, Published]:
+    return found, await found.served()
 
 
 def _kept_set(old: Provider, config: ProviderConfig, refresher: Refresher) -> Published | None:
