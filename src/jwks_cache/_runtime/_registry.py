@@ -509,7 +509,8 @@ class Registry(anyio.AsyncContextManagerMixin):
         Raises:
             KeyNotFoundError: the set lacks the kid (after at most one throttled refresh).
             FetchError: no usable key set could be had.
-            NotRegisteredError, RegistryClosedError.
+            NotRegisteredError: no provider is registered under these names.
+            RegistryClosedError: the registry is not open.
         """
         try:
             found = self._tenants[tenant][provider]
@@ -642,7 +643,8 @@ class Registry(anyio.AsyncContextManagerMixin):
 
         Raises:
             FetchError, SecurityError: no usable key set could be had.
-            NotRegisteredError, RegistryClosedError.
+            NotRegisteredError: no provider is registered under these names.
+            RegistryClosedError: the registry is not open.
         """
         found, published = await self._on_current(self._provider(tenant, provider), _served_by)
         return served_jwks(found, published, self._clock)
@@ -651,7 +653,8 @@ class Registry(anyio.AsyncContextManagerMixin):
         """The registration in force, as the registry holds it (registry defaults applied).
 
         Raises:
-            NotRegisteredError, RegistryClosedError.
+            NotRegisteredError: no provider is registered under these names.
+            RegistryClosedError: the registry is not open.
         """
         return self._provider(tenant, provider).config
 
@@ -665,7 +668,8 @@ class Registry(anyio.AsyncContextManagerMixin):
         What a ``Retry-After`` for a provider without usable keys should say.
 
         Raises:
-            NotRegisteredError, RegistryClosedError.
+            NotRegisteredError: no provider is registered under these names.
+            RegistryClosedError: the registry is not open.
         """
         return self._provider(tenant, provider).next_refresh - self._clock.monotonic()
 
@@ -680,7 +684,8 @@ class Registry(anyio.AsyncContextManagerMixin):
         in :meth:`status`.
 
         Raises:
-            NotRegisteredError, RegistryClosedError.
+            NotRegisteredError: no provider is registered under these names.
+            RegistryClosedError: the registry is not open.
         """
         # joins the one in flight, if any; in fleet mode a new one asks for a set as new as the call
         self._provider(tenant, provider).start_flight(conditional=True, since=self._clock.time())
