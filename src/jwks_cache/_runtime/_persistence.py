@@ -34,8 +34,6 @@ __all__ = ["Persisted", "Persistence", "poll_interval"]
 class Persisted(Protocol):
     """What persistence and the fleet need of a provider: its registration, set and lease."""
 
-    lease_token: str | None  # fleet mode: held while this instance refreshes for all
-
     @property
     def closed(self) -> bool: ...
     @property
@@ -48,6 +46,8 @@ class Persisted(Protocol):
     def next_refresh(self) -> float: ...
     @property
     def notice(self) -> anyio.Event: ...
+    def keep_lease(self, token: str) -> None: ...
+    def give_up_lease(self) -> str | None: ...
 
 
 log = logging.getLogger("jwks_cache")
@@ -444,7 +444,7 @@ class Persistence:
             self._failed(f"lease for {cfg.tenant}/{cfg.provider} unavailable, fetching locally: {exc}")
             return True
         if token is not None and keep:
-            provider.lease_token = token  # released early only if the fetch fails
+            provider.keep_lease(token)  # released early only if the fetch fails
         return token is not None
 
     async def _lease_taken_at(self, provider: Persisted, purpose: str, ttl: float) -> float | None:
@@ -521,7 +521,7 @@ class Persistence:
                 self._failed(f"cannot publish snapshot of {snapshot.tenant}/{snapshot.provider}: {exc}")
 
     async def release(self, provider: Persisted) -> None:
-        token, provider.lease_token = provider.lease_token, None
+        token = provider.give_up_lease()
         if token is None:
             return
         cfg = provider.config

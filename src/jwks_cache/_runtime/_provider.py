@@ -26,7 +26,7 @@ from ._refresh import Refresher
 if TYPE_CHECKING:
     from ._scheduler import Scheduler
 
-__all__ = ["Provider", "ProviderHost"]
+__all__ = ["Counters", "Provider", "ProviderHost"]
 
 log = logging.getLogger("jwks_cache")
 
@@ -90,6 +90,33 @@ def _fresh_copy(exc: JwksCacheError) -> JwksCacheError:
     return clone
 
 
+class Counters:
+    """A provider's cumulative counts, read by status and metrics.
+
+    One small struct, so the only provider state another module writes is a count: the
+    Registry's warm lookup path adds its hits here without a method call.
+    """
+
+    __slots__ = (
+        "hits",
+        "misses",
+        "not_modified",
+        "refresh_errors",
+        "refreshes",
+        "stale_serves",
+        "unknown_kid_rejections",
+    )
+
+    def __init__(self) -> None:
+        self.hits = 0
+        self.misses = 0
+        self.stale_serves = 0
+        self.refreshes = 0
+        self.refresh_errors = 0
+        self.not_modified = 0  # refreshes answered 304 (counted in refreshes too)
+        self.unknown_kid_rejections = 0
+
+
 class Provider:
     """Owns one registration's keys and schedule; the Registry's scheduler and task group run it.
 
@@ -103,27 +130,21 @@ class Provider:
         "_flight_scope",
         "_follow_up_scope",
         "_host",
+        "_lease_token",
         "_notice",
         "_published",
         "_stale_logged",
         "closed",
         "config",
+        "counts",
         "error_count",
         "flight",
-        "hits",
         "last_error",
         "last_failure_at",
-        "lease_token",
         "made",
-        "misses",
         "next_refresh",
-        "not_modified",
-        "refresh_errors",
         "refresher",
-        "refreshes",
         "scheduled_at",
-        "stale_serves",
-        "unknown_kid_rejections",
         "warm_until",
     )
 
@@ -140,7 +161,7 @@ class Provider:
         self._host = host
         self._clock = host.clock  # read on every lookup: one hop, not two
         self.published = published
-        self.lease_token: str | None = None  # fleet mode: held while this instance refreshes for all
+        self._lease_token: str | None = None  # fleet mode: held while this instance refreshes for all
         self._notice: anyio.Event | None = None  # fleet mode: set when another instance announces a set
         self.closed = False
         self.scheduled_at: float | None = None  # the wake-up the scheduler holds for us
@@ -152,13 +173,7 @@ class Provider:
         self.last_error: JwksCacheError | None = None
         self.last_failure_at = -math.inf
         self.error_count = 0
-        self.hits = 0
-        self.misses = 0
-        self.stale_serves = 0
-        self.refreshes = 0
-        self.refresh_errors = 0
-        self.not_modified = 0
-        self.unknown_kid_rejections = 0
+        self.counts = Counters()  # cumulative; the Registry's warm path counts hits here
         self._stale_logged: Published | None = None  # the set whose stale serving was logged
 
     @property
@@ -187,6 +202,15 @@ class Provider:
         if self._notice is None:
             self._notice = anyio.Event()
         return self._notice
+
+    def keep_lease(self, token: str) -> None:
+        """Fleet mode: remember the refresh lease this instance took, so a failed fetch can release it."""
+        self._lease_token = token
+
+    def give_up_lease(self) -> str | None:
+        """Fleet mode: forget the lease held (if any) and return its token for the store's release."""
+        token, self._lease_token = self._lease_token, None
+        return token
 
     def close(self) -> None:
         """Stop for good: no more wake-ups, and the flight in progress (if any) is cancelled.
@@ -301,7 +325,7 @@ class Provider:
         with move_on_at(self._clock, self._clock.monotonic() + self.config.retry.deadline):
             if fetched is not None:
                 await fleet.after_upstream_fetch(self, fetched)
-            elif failed and self.lease_token is not None:
+            elif failed and self._lease_token is not None:
                 await fleet.release(self)
 
     async def _obtain(self, flight: _Flight) -> tuple[Published | float, bool]:
@@ -342,13 +366,13 @@ class Provider:
     def _record_success(self, published: Published) -> None:
         previous = self.published
         self.published = published
-        self.refreshes += 1
+        self.counts.refreshes += 1
         self.error_count = 0
         if self._stale_logged is not None:
             self._stale_logged = None
             log_stale_ended(self.config, reason="refreshed")
         if published.revalidated:
-            self.not_modified += 1
+            self.counts.not_modified += 1
         changed = previous is None or published.table is not previous.table
         if changed and self._cooldown is not None:  # a different key set: absent kids may exist now
             self._cooldown.forget_all()
@@ -375,7 +399,7 @@ class Provider:
     def _record_failure(self, exc: JwksCacheError, *, unexpected: Exception | None = None) -> None:
         """``unexpected``: the exception ``exc`` was made from, when it was none of ours (its
         traceback goes into the log line: that is a bug or an input no check anticipated)."""
-        self.refresh_errors += 1
+        self.counts.refresh_errors += 1
         self.error_count += 1
         self.last_error = exc
         now = self._clock.monotonic()
@@ -405,11 +429,11 @@ class Provider:
             if now < pub.stale_until:
                 entry = _pick(pub.table, kid, alg)
                 if entry is not None:
-                    self.hits += 1
+                    self.counts.hits += 1
                     if now >= pub.expires_at:
                         self._served_stale(pub, now)
                     return pub.table.jwk(entry)
-        self.misses += 1
+        self.counts.misses += 1
         other = _other_alg(pub.table, kid, alg) if pub is not None else None
         raise KeyNotFoundError(f"{self._name}: {other or f'kid {_shown(kid)} is not cached'}")
 
@@ -447,7 +471,7 @@ class Provider:
         return pub
 
     def _served_stale(self, pub: Published, now: float) -> None:
-        self.stale_serves += 1
+        self.counts.stale_serves += 1
         if self._stale_logged is not pub:  # one line per stale episode, not one per lookup
             self._stale_logged = pub
             log_stale_started(self.config, expired_for=now - pub.expires_at, error=self.last_error)
@@ -456,14 +480,14 @@ class Provider:
         try:  # inline, not a helper: each frame here is resumed for every waiter of a cold stampede
             table = await self.table()
         except JwksCacheError:
-            self.misses += 1  # no usable set: a miss, or outages would vanish from the hit ratio
+            self.counts.misses += 1  # no usable set: a miss, or outages would vanish from the hit ratio
             raise
         entry = _pick(table, kid, alg)
         if entry is None:
             entry = await self.refresh_for_unknown_kid(kid, alg)
             assert self.published is not None  # it just served the entry
             table = self.published.table  # the entry's table: no await since it was picked from it
-        self.hits += 1  # an unknown kid answered after all is a hit, or hits + misses would undercount
+        self.counts.hits += 1  # an unknown kid answered after all is a hit, or hits + misses would undercount
         return table.jwk(entry)
 
     async def refresh_for_unknown_kid(self, kid: str, alg: str | None) -> KeyEntry:
@@ -495,7 +519,7 @@ class Provider:
         try:
             await self.wait(flight)
         except (FetchError, SecurityError) as exc:
-            self.misses += 1
+            self.counts.misses += 1
             raise KeyNotFoundError(f"{self._name}: kid {_shown(kid)} unknown and the refresh failed: {exc}") from exc
         pub = self.published
         entry = _pick(pub.table, kid, alg) if pub is not None else None
@@ -514,19 +538,19 @@ class Provider:
             table = await self.table()
         except JwksCacheError:
             if counted:
-                self.misses += 1  # no usable set: a miss, as in get_key
+                self.counts.misses += 1  # no usable set: a miss, as in get_key
             raise
         found = table.candidates(kid, alg)
         if found:
             if counted:
-                self.hits += 1
+                self.counts.hits += 1
             return found
         if kid is None:
-            self.misses += 1
+            self.counts.misses += 1
             raise KeyNotFoundError(f"{self._name}: no key fits a kid-less {alg} token")
         entry = await self.refresh_for_unknown_kid(kid, alg)
         if counted:
-            self.hits += 1  # found after all, as get_key counts it
+            self.counts.hits += 1  # found after all, as get_key counts it
         return (entry,)
 
     async def refresh_after_bad_signature(self) -> bool:
@@ -542,8 +566,8 @@ class Provider:
         return True
 
     def _reject(self, kid: str, alg: str | None) -> KeyEntry:
-        self.misses += 1
-        self.unknown_kid_rejections += 1
+        self.counts.misses += 1
+        self.counts.unknown_kid_rejections += 1
         pub = self.published
         other = _other_alg(pub.table, kid, alg) if pub is not None else None
         raise KeyNotFoundError(f"{self._name}: {other or f'no usable key with kid {_shown(kid)}'}")

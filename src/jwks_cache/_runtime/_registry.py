@@ -497,7 +497,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         if alg is None and self._monotonic() < found.warm_until:
             jwk = found.made.get(kid)
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
-                found.hits += 1
+                found.counts.hits += 1
                 return jwk
         return found.lookup_nowait(kid, alg)
 
@@ -519,7 +519,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         if alg is None and self._monotonic() < found.warm_until:
             jwk = found.made.get(kid)
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
-                found.hits += 1
+                found.counts.hits += 1
                 return jwk
         try:  # no wrapper on the first try: every frame here is resumed for each of a stampede's waiters
             return await found.get_key(kid, alg)
@@ -579,7 +579,7 @@ class Registry(anyio.AsyncContextManagerMixin):
                     else ()
                 )
                 if candidates:
-                    found.hits += 1  # warm: no await, as get_key
+                    found.counts.hits += 1  # warm: no await, as get_key
                 else:
                     candidates = await found.candidates(parsed.kid, parsed.alg)
                 signer = _signer(parsed, candidates)

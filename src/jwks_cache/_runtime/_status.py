@@ -50,6 +50,7 @@ def provider_status(provider: Provider, clock: Clock) -> ProviderStatus:
     now = clock.monotonic()
     pub = provider.published
     cfg = provider.config
+    counts = provider.counts
     return ProviderStatus(
         tenant=cfg.tenant,
         provider=cfg.provider,
@@ -61,13 +62,13 @@ def provider_status(provider: Provider, clock: Clock) -> ProviderStatus:
         expires_at=_datetime(pub.wall_expires_at) if pub is not None else None,
         error_count=provider.error_count,
         last_error=str(provider.last_error) if provider.last_error is not None else None,
-        hits=provider.hits,
-        misses=provider.misses,
-        stale_serves=provider.stale_serves,
-        refreshes=provider.refreshes,
-        refresh_errors=provider.refresh_errors,
+        hits=counts.hits,
+        misses=counts.misses,
+        stale_serves=counts.stale_serves,
+        refreshes=counts.refreshes,
+        refresh_errors=counts.refresh_errors,
         labels=dict(cfg.labels),
-        revalidations=provider.not_modified,
+        revalidations=counts.not_modified,
         last_error_type=type(provider.last_error).__name__ if provider.last_error is not None else None,
     )
 
