@@ -18,6 +18,7 @@ from ._errors import (
     SecurityError,
     StoreError,
     TokenError,
+    TokenReason,
 )
 from ._jose._access import require_roles, require_scopes, roles_of, scopes_of
 from ._models import KeyInfo, ProviderState, ProviderStatus, ServedJwks, Snapshot, StoreStatus
@@ -53,6 +54,7 @@ __all__ = [
     "StoreStatus",
     "SystemClock",
     "TokenError",
+    "TokenReason",
     "__version__",
     "require_roles",
     "require_scopes",

@@ -35,6 +35,7 @@ PUBLIC = {
         "StoreStatus",
         "SystemClock",
         "TokenError",
+        "TokenReason",
         "__version__",
         "require_roles",
         "require_scopes",
