@@ -130,7 +130,7 @@ async def _cold_start(out: _Out, reg: Registry, idp: LocalIdentityProvider) -> N
     out.heading(f"1. Cold start: {_CALLERS:,} concurrent get_key() calls before any key is cached (acme)")
     await reg.register(_config("acme", idp))
     kid = idp.kids[0]
-    got: list[str] = []
+    got: list[str | None] = []
     errors: list[JwksCacheError] = []
 
     async def caller() -> None:

@@ -31,7 +31,9 @@ from ._nesting import json_problem
 
 __all__ = [
     "ALLOWED_DEFAULT",
+    "Key",
     "KeyEntry",
+    "KeySet",
     "KeyTable",
     "SkippedKey",
     "TableCache",

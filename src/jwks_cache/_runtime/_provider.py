@@ -16,7 +16,7 @@ from .._clock import Clock, fail_at, move_on_at
 from .._config import ProviderConfig
 from .._errors import FetchError, JwksCacheError, KeyNotFoundError, SecurityError
 from .._http._cadence import KidCooldown, failure_delay, refresh_delay
-from .._jose._jwks import KeyEntry, KeyTable, key_fits_alg, misfit
+from .._jose._jwks import Key, KeyEntry, KeyTable, key_fits_alg, misfit
 from .._telemetry import log_refresh_failed, log_stale_ended, log_stale_started
 from ._boundary import as_library_error
 from ._persistence import Persistence
@@ -421,7 +421,7 @@ class Provider:
 
     # -- lookups -----------------------------------------------------------------------------------
 
-    def lookup_nowait(self, kid: str, alg: str | None) -> Any:
+    def lookup_nowait(self, kid: str, alg: str | None) -> Key:
         """The sync path: fresh or stale-window keys only, never I/O."""
         pub = self.published
         if pub is not None:
@@ -476,7 +476,7 @@ class Provider:
             self._stale_logged = pub
             log_stale_started(self.config, expired_for=now - pub.expires_at, error=self.last_error)
 
-    async def get_key(self, kid: str, alg: str | None) -> Any:
+    async def get_key(self, kid: str, alg: str | None) -> Key:
         try:  # inline, not a helper: each frame here is resumed for every waiter of a cold stampede
             table = await self.table()
         except JwksCacheError:

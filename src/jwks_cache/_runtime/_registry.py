@@ -24,7 +24,7 @@ from .._http._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES, F
 from .._http._policy import HopPolicy, check_url, host_allowed
 from .._http._transport import guarded_client
 from .._issuers import multi_tenant_forms, registration_issuers, template_problem
-from .._jose._jwks import ALLOWED_DEFAULT, KeyEntry, TableCache
+from .._jose._jwks import ALLOWED_DEFAULT, Key, KeyEntry, KeySet, TableCache
 from .._jose._jws import HeaderCache, ParsedJws, check_alg, check_claims, check_key_issuer, parse_jws, verify_signature
 from .._models import ProviderStatus, ServedJwks, Snapshot, StoreStatus
 from .._stores import SharedStore, SnapshotStore
@@ -486,7 +486,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             return self._closed_error()
         return NotRegisteredError(f"no provider registered as {tenant}/{provider}")
 
-    def get_key_nowait(self, tenant: str, provider: str, kid: str, *, alg: str | None = None) -> Any:
+    def get_key_nowait(self, tenant: str, provider: str, kid: str, *, alg: str | None = None) -> Key:
         """The synchronous fast path: a cached key or ``KeyNotFoundError``; never I/O, never waits."""
         # written out here and in get_key on purpose: a shared helper is one more call per lookup,
         # which is a measurable share of a ~300 ns warm path (benchmarks/lookup.py)
@@ -501,7 +501,7 @@ class Registry(anyio.AsyncContextManagerMixin):
                 return jwk
         return found.lookup_nowait(kid, alg)
 
-    async def get_key(self, tenant: str, provider: str, kid: str, *, alg: str | None = None) -> Any:
+    async def get_key(self, tenant: str, provider: str, kid: str, *, alg: str | None = None) -> Key:
         """The public key ``kid`` of a provider, fetching or refreshing (single-flight) when needed.
 
         Warm keys are answered without a lock, I/O or a scheduling point.
@@ -529,7 +529,7 @@ class Registry(anyio.AsyncContextManagerMixin):
                 raise
         return await self._get_key_from_successor(successor, kid, alg)
 
-    async def _get_key_from_successor(self, successor: Provider, kid: str, alg: str | None) -> Any:
+    async def _get_key_from_successor(self, successor: Provider, kid: str, alg: str | None) -> Key:
         # a method of its own: a closure over kid and alg in get_key would make them cells, which
         # every call, the warm ones included, would allocate (~15% of a warm lookup)
         return await self._on_current(successor, lambda current: current.get_key(kid, alg), rounds=_REPLACED_ROUNDS - 1)
@@ -619,7 +619,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             check_key_issuer(claims, signer.issuer, registered)
         return claims
 
-    async def resolve(self, tenant: str, provider: str) -> Any:
+    async def resolve(self, tenant: str, provider: str) -> KeySet:
         """The provider's current usable key set as a joserfc ``KeySet`` (public members only)."""
         table = await self._on_current(self._provider(tenant, provider), Provider.table)
         return table.key_set()
