@@ -21,9 +21,9 @@ from .._config import (
     _MAX_KEYS_CAP,
     _MAX_TENANT_IDS,
     _NOT_VALUE_CLAIMS,
-    _PROVIDER_RE,
-    _TENANT_RE,
     ASYMMETRIC_ALGORITHMS,
+    PROVIDER_NAME,
+    TENANT_NAME,
     ProviderConfig,
 )
 from .._errors import ConfigError
@@ -67,8 +67,8 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
 _URL: Final = {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://", "maxLength": _MAX_URL_CHARS}
 _HOSTNAME: Final = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
 REGISTRATION_RULES: Final[dict[str, dict[str, Any]]] = {
-    "tenant": {"type": "string", "pattern": f"^{_TENANT_RE.pattern}$"},
-    "provider": {"type": "string", "pattern": f"^{_PROVIDER_RE.pattern}$"},
+    "tenant": {"type": "string", "pattern": f"^{TENANT_NAME.pattern}$"},
+    "provider": {"type": "string", "pattern": f"^{PROVIDER_NAME.pattern}$"},
     "jwks_url": _nullable(_URL),
     "issuer": _nullable(_URL),
     "allowed_domains": {"type": "array", "items": {"type": "string", "maxLength": 253, "pattern": _HOSTNAME}},
