@@ -3,7 +3,7 @@
 Timing follows one rule: a contender is timed in batches with ``perf_counter_ns`` and the best
 batch wins, because noise on a shared 2-core machine only ever adds time. Contenders of one case are
 interleaved batch by batch so a frequency or neighbour change hits all of them alike. The helpers
-live in ``jwks_cache._timing`` because ``jwks-cache demo`` times its warm lookups the same way.
+live in ``jwks_cache._cli._timing`` because ``jwks-cache demo`` times its warm lookups the same way.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any, Final
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from jwks_cache import ProviderConfig, Registry, RetryPolicy
-from jwks_cache._timing import best_per_call as best_per_call  # re-exported for the cases
-from jwks_cache._timing import time_async as time_async
-from jwks_cache._timing import time_sync as time_sync
+from jwks_cache._cli._timing import best_per_call as best_per_call  # re-exported for the cases
+from jwks_cache._cli._timing import time_async as time_async
+from jwks_cache._cli._timing import time_sync as time_sync
 from jwks_cache.testing import LocalIdentityProvider
 
 BACKENDS: Final = ("asyncio", "trio")

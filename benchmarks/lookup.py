@@ -51,6 +51,7 @@ async def _measure(url: str, calls: int, repeats: int) -> dict[str, float]:
     async with loopback_registry() as reg:
         await reg.register(config(url))
         kid = (await reg.resolve(TENANT, PROVIDER)).keys[0].kid
+        assert kid is not None  # the IdP names its keys
         key = await reg.get_key(TENANT, PROVIDER, kid)
         floor = _Floor({kid: key})
         await anyio.to_thread.run_sync(peer.get_signing_key, kid)  # warm: its one fetch, off the loop

@@ -3,7 +3,6 @@
 Everything public is re-exported here; the modules behind it are private.
 """
 
-from ._access import require_roles, require_scopes, roles_of, scopes_of
 from ._clock import Clock, SystemClock
 from ._config import ProviderConfig, RetryPolicy
 from ._errors import (
@@ -19,9 +18,11 @@ from ._errors import (
     SecurityError,
     StoreError,
     TokenError,
+    TokenReason,
 )
-from ._models import ProviderState, ProviderStatus, Snapshot, StoreStatus
-from ._registry import Registry
+from ._jose._access import require_roles, require_scopes, roles_of, scopes_of
+from ._models import KeyInfo, ProviderState, ProviderStatus, ServedJwks, Snapshot, StoreStatus
+from ._runtime._registry import Registry
 from ._stores import FileStore, MemoryStore, SharedStore, SnapshotStore
 from ._version import __version__
 from .config_file import ProvidersFile, load_providers
@@ -34,6 +35,7 @@ __all__ = [
     "InsufficientScopeError",
     "InvalidJwksError",
     "JwksCacheError",
+    "KeyInfo",
     "KeyNotFoundError",
     "MemoryStore",
     "NotRegisteredError",
@@ -46,6 +48,7 @@ __all__ = [
     "ResponseTooLargeError",
     "RetryPolicy",
     "SecurityError",
+    "ServedJwks",
     "SharedStore",
     "Snapshot",
     "SnapshotStore",
@@ -53,6 +56,7 @@ __all__ = [
     "StoreStatus",
     "SystemClock",
     "TokenError",
+    "TokenReason",
     "__version__",
     "load_providers",
     "require_roles",

@@ -22,7 +22,15 @@ import msgspec.inspect as mi
 from ._errors import ConfigError
 from ._issuers import TENANT_PLACEHOLDER, is_tenant_id, template_problem
 
-__all__ = ["ASYMMETRIC_ALGORITHMS", "MAX_SECONDS", "ProviderConfig", "RetryPolicy", "decode_config"]
+__all__ = [
+    "ASYMMETRIC_ALGORITHMS",
+    "MAX_SECONDS",
+    "PROVIDER_NAME",
+    "TENANT_NAME",
+    "ProviderConfig",
+    "RetryPolicy",
+    "decode_config",
+]
 
 #: JWS algorithms verify() may ever accept; ``none`` and HS* are absent on purpose (RFC 8725 §3.1).
 #: ``Ed25519`` and ``Ed448`` are RFC 9864's fully-specified names, each bound to its own curve;
@@ -37,8 +45,10 @@ ASYMMETRIC_ALGORITHMS: Final = frozenset(
     }
 )  # fmt: skip
 
-_TENANT_RE: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
-_PROVIDER_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: The one home of the name alphabets: names become file names, Redis keys and URL path segments,
+#: and the snapshot codec, the control plane and its OpenAPI schema read these same patterns.
+TENANT_NAME: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
+PROVIDER_NAME: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HOST_RE: Final = re.compile(
     r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
 )
@@ -265,10 +275,10 @@ class ProviderConfig(_Config, frozen=True, kw_only=True, forbid_unknown_fields=T
 
     def _check_values(self) -> None:
         _check(
-            _TENANT_RE.fullmatch(self.tenant) is not None, "tenant", "must be 1-64 chars of [A-Za-z0-9-]", self.tenant
+            TENANT_NAME.fullmatch(self.tenant) is not None, "tenant", "must be 1-64 chars of [A-Za-z0-9-]", self.tenant
         )
         _check(
-            _PROVIDER_RE.fullmatch(self.provider) is not None,
+            PROVIDER_NAME.fullmatch(self.provider) is not None,
             "provider",
             "must be 1-64 chars of [A-Za-z0-9_-]",
             self.provider,

@@ -21,6 +21,8 @@ No class derives from a builtin such as ``ValueError``: msgspec re-wraps those r
 
 from __future__ import annotations
 
+from typing import Literal, TypeAlias
+
 __all__ = [
     "ConfigError",
     "FetchError",
@@ -34,6 +36,7 @@ __all__ = [
     "SecurityError",
     "StoreError",
     "TokenError",
+    "TokenReason",
 ]
 
 
@@ -95,14 +98,35 @@ class KeyNotFoundError(JwksCacheError):
     """The provider's current key set has no usable key with that ``kid`` (and algorithm)."""
 
 
+#: Every code ``TokenError.reason`` can hold: an ``if``/``match`` over them can be checked exhaustively.
+TokenReason: TypeAlias = Literal[
+    "alg_not_allowed",
+    "audience_mismatch",
+    "bad_signature",
+    "claim_mismatch",
+    "crit_unsupported",
+    "expired",
+    "insufficient_scope",
+    "issued_in_future",
+    "issuer_mismatch",
+    "malformed",
+    "malformed_claims",
+    "missing_claim",
+    "not_yet_valid",
+    "tenant_not_allowed",
+    "token_too_large",
+    "unsupported_header",
+]
+
+
 class TokenError(JwksCacheError):
     """A token failed verification.
 
-    ``reason`` is a short machine-readable code (``"expired"``, ``"bad_signature"``, ...).
-    The message and attributes never include the token's claims.
+    ``reason`` is a short machine-readable code (``"expired"``, ``"bad_signature"``, ...; every
+    one is listed in ``TokenReason``). The message and attributes never include the token's claims.
     """
 
-    def __init__(self, message: str, *, reason: str) -> None:
+    def __init__(self, message: str, *, reason: TokenReason) -> None:
         super().__init__(message)
         self.reason = reason
 

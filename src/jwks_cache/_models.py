@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
-__all__ = ["SNAPSHOT_VERSION", "ProviderState", "ProviderStatus", "Snapshot", "StoreStatus"]
+__all__ = ["SNAPSHOT_VERSION", "KeyInfo", "ProviderState", "ProviderStatus", "ServedJwks", "Snapshot", "StoreStatus"]
 
 #: Bumped when a Snapshot field changes meaning; new optional fields do not bump it.
 SNAPSHOT_VERSION = 1
@@ -54,6 +55,52 @@ class ProviderStatus(msgspec.Struct, frozen=True, kw_only=True):
     #: the class of ``last_error``, always one of jwks-cache's own (``"InvalidJwksError"``,
     #: ``"SecurityError"``, ``"FetchError"``, ...): what an alert can match without parsing messages
     last_error_type: str | None = None
+
+
+class KeyInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One JWK of a fetched document, served or skipped: what ``jwks-cache inspect`` lists.
+
+    Only descriptive members, never key material: a skipped key may be a private one.
+    """
+
+    #: the key's position in the document's ``keys`` array
+    index: int
+    kid: str | None
+    kty: str | None
+    alg: str | None
+    #: RSA modulus bits (``"2048 bits"``), or the curve of an EC or OKP key
+    size: str | None
+    use: str | None
+    served: bool
+    #: why the key is skipped (a hygiene rule's reason); None when served
+    reason: str | None
+
+
+class ServedJwks(msgspec.Struct, frozen=True, kw_only=True):
+    """A provider's key set as the registry serves it, with its freshness: for JWKS endpoints and dashboards.
+
+    Obtained from :meth:`Registry.served_jwks`, which follows a re-registration to the
+    registration in place, exactly as lookups do.
+    """
+
+    tenant: str
+    provider: str
+    #: where the set was fetched (after discovery)
+    jwks_url: str
+    #: the served keys as a JWK Set of public members only (a copy the caller may change)
+    jwks: dict[str, Any]
+    #: every key of the fetched document, served or skipped, in document order
+    keys: tuple[KeyInfo, ...]
+    fetched_at: datetime
+    expires_at: datetime
+    #: the lifetime in seconds, after clamping to the registration's ``[min_ttl, max_ttl]``
+    ttl: float
+    #: seconds the set stays fresh on the registry's clock; 0 or less while served from the stale window
+    fresh_for: float
+    #: the response said ``no-store``: never persisted
+    no_store: bool
+    etag: str | None
+    last_modified: str | None
 
 
 class StoreStatus(msgspec.Struct, frozen=True, kw_only=True):

@@ -24,7 +24,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, Trac
 from ._clock import Clock
 from ._config import ProviderConfig
 from ._errors import FetchError
-from ._jose import SkippedKey
+from ._jose._jwks import SkippedKey
 from ._version import __version__
 
 __all__ = [
@@ -52,10 +52,7 @@ class _Dated(Protocol):
     def fetched_at(self) -> float: ...
 
 
-class Observed(Protocol):
-    """What the metrics read from a provider (``Provider`` satisfies it; no import cycle)."""
-
-    config: ProviderConfig
+class _Counts(Protocol):
     hits: int
     misses: int
     stale_serves: int
@@ -63,6 +60,15 @@ class Observed(Protocol):
     refresh_errors: int
     not_modified: int
     unknown_kid_rejections: int
+
+
+class Observed(Protocol):
+    """What the metrics read from a provider (``Provider`` satisfies it; no import cycle)."""
+
+    config: ProviderConfig
+
+    @property
+    def counts(self) -> _Counts: ...
 
     @property
     def published(self) -> _Dated | None: ...
@@ -76,18 +82,18 @@ class _RefreshSource(Protocol):
 
 
 _COUNTERS: Final[tuple[tuple[str, str, str, Callable[[Observed], int]], ...]] = (
-    ("jwks_cache.requests", "{lookup}", "Key lookups (hits + misses).", lambda p: p.hits + p.misses),
-    ("jwks_cache.hits", "{lookup}", "Lookups answered from the key set.", lambda p: p.hits),
-    ("jwks_cache.misses", "{lookup}", "Lookups that found no usable key.", lambda p: p.misses),
-    ("jwks_cache.stale_serves", "{lookup}", "Lookups answered past expiry.", lambda p: p.stale_serves),
-    ("jwks_cache.refreshes", "{refresh}", "Successful refreshes (200 or 304).", lambda p: p.refreshes),
-    ("jwks_cache.refresh_errors", "{refresh}", "Failed refreshes.", lambda p: p.refresh_errors),
-    ("jwks_cache.revalidations_not_modified", "{refresh}", "Refreshes answered 304.", lambda p: p.not_modified),
+    ("jwks_cache.requests", "{lookup}", "Key lookups (hits + misses).", lambda p: p.counts.hits + p.counts.misses),
+    ("jwks_cache.hits", "{lookup}", "Lookups answered from the key set.", lambda p: p.counts.hits),
+    ("jwks_cache.misses", "{lookup}", "Lookups that found no usable key.", lambda p: p.counts.misses),
+    ("jwks_cache.stale_serves", "{lookup}", "Lookups answered past expiry.", lambda p: p.counts.stale_serves),
+    ("jwks_cache.refreshes", "{refresh}", "Successful refreshes (200 or 304).", lambda p: p.counts.refreshes),
+    ("jwks_cache.refresh_errors", "{refresh}", "Failed refreshes.", lambda p: p.counts.refresh_errors),
+    ("jwks_cache.revalidations_not_modified", "{refresh}", "Refreshes answered 304.", lambda p: p.counts.not_modified),
     (
         "jwks_cache.unknown_kid_rejections",
         "{lookup}",
         "Lookups refused for a kid the set lacks.",
-        lambda p: p.unknown_kid_rejections,
+        lambda p: p.counts.unknown_kid_rejections,
     ),
 )
 

@@ -4,6 +4,6 @@ Framework-free ASGI 3, so it runs under any ASGI server on asyncio or trio (hype
 and mounts inside Starlette, Litestar or Quart. See :func:`create_app`.
 """
 
-from ._asgi import create_app
+from ._asgi._app import create_app
 
 __all__ = ["create_app"]

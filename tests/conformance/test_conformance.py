@@ -18,7 +18,7 @@ from tests.conformance.signers import LIBRARIES
 from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
 
 from jwks_cache import InvalidJwksError, KeyNotFoundError, Registry, TokenError
-from jwks_cache._jose import parse_jwks
+from jwks_cache._jose._jwks import parse_jwks
 from jwks_cache.testing import LocalIdentityProvider
 
 #: what verify() did with a token: "verified", a TokenError reason, or an exception's type name

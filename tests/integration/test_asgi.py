@@ -24,9 +24,9 @@ import pytest
 from tests.helpers import PROVIDER, TENANT, config_for, eventually, loopback_registry
 
 from jwks_cache import ConfigError, ProviderState, ProviderStatus, Registry
-from jwks_cache._asgi_http import Problem, ValidationProblem
-from jwks_cache._asgi_routes import ROUTES, Health
-from jwks_cache._serve import load_serve_config, open_registry
+from jwks_cache._asgi._plumbing import Problem, ValidationProblem
+from jwks_cache._asgi._routes import ROUTES, Health
+from jwks_cache._cli._serve import load_serve_config, open_registry
 from jwks_cache.asgi import create_app
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
@@ -202,7 +202,7 @@ async def test_put_creates_then_replaces_a_registration() -> None:
             body = registration(idp, tenant=TENANT, provider=PROVIDER, min_ttl=60)  # matching names are fine
             replaced = await c.put(BASE, json=body, headers=ADMIN)
             assert replaced.status_code == 200
-            assert reg._providers[(TENANT, PROVIDER)].config.min_ttl == 60
+            assert reg.registration(TENANT, PROVIDER).min_ttl == 60
             assert reg.status(TENANT, PROVIDER).labels == {}
 
 
@@ -317,7 +317,7 @@ async def test_a_put_body_means_what_the_same_table_of_the_serve_file_means(tmp_
                     put = await c.put(f"/tenants/{TENANT}/providers/via-put", json=table)
                     assert put.status_code == 201, put.text  # not a 422 asking to repeat require_https
                     names = ("from-file", "via-put")
-                    from_file, via_put = (reg._providers[(TENANT, name)].config for name in names)
+                    from_file, via_put = (reg.registration(TENANT, name) for name in names)
                     assert msgspec.structs.replace(via_put, provider="from-file") == from_file
                     assert from_file.require_https is False
                     await reg.refresh(TENANT, "from-file")
@@ -428,7 +428,7 @@ async def test_jwks_with_strong_etag_304_and_cache_control_from_freshness() -> N
             assert response.status_code == 200
             assert response.headers["content-type"] == "application/json"
             assert [key["kid"] for key in response.json()["keys"]] == idp.kids
-            assert response.json() == reg._providers[(TENANT, PROVIDER)].published.table.public_jwks()  # type: ignore[union-attr]
+            assert response.json() == (await reg.served_jwks(TENANT, PROVIDER)).jwks
             digest = base64.urlsafe_b64encode(hashlib.sha256(response.content).digest()).rstrip(b"=").decode()
             etag = response.headers["etag"]
             assert etag == f'"{digest}"'

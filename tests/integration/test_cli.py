@@ -20,8 +20,9 @@ import anyio.to_thread
 import msgspec
 import pytest
 
-from jwks_cache import _demo
-from jwks_cache._cli import InspectReport, format_table, main
+from jwks_cache._cli import _demo
+from jwks_cache._cli._main import InspectReport, main
+from jwks_cache._cli._text import format_table
 from jwks_cache.testing import LocalIdentityProvider
 
 LOOPBACK = ["--allow-http", "--allow-private-networks"]

@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import PROVIDER, TENANT, config_for, loopback_registry
 
 from jwks_cache import InvalidJwksError, ProviderState
-from jwks_cache._nesting import TOO_DEEP
+from jwks_cache._jose._nesting import TOO_DEEP
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
 OTHER = "other"

@@ -21,8 +21,8 @@ from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
 from jwks_cache import ConfigError, FetchError, FileStore
-from jwks_cache._cli import main
-from jwks_cache._serve import load_serve_config, open_registry, with_ca_file
+from jwks_cache._cli._main import main
+from jwks_cache._cli._serve import load_serve_config, open_registry, with_ca_file
 from jwks_cache.testing import LocalIdentityProvider
 
 ADMIN_ENV = "JWKS_CACHE_TEST_ADMIN_TOKEN"
@@ -168,7 +168,7 @@ def test_the_registry_https_setting_is_each_providers_default(tmp_path: Path) ->
 
 def test_a_relative_store_directory_is_resolved_against_the_file(tmp_path: Path) -> None:
     config = load_serve_config(_write(tmp_path, '[store]\nfile = "snapshots"\n'))
-    store = open_registry(config)._store
+    store = open_registry(config).store
     assert isinstance(store, FileStore)
     assert store._directory == tmp_path / "snapshots"
 

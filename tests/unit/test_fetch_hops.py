@@ -14,8 +14,8 @@ import pytest
 
 from jwks_cache import FetchError, SecurityError
 from jwks_cache._clock import SystemClock
-from jwks_cache._fetch import Fetcher
-from jwks_cache._security import HopPolicy
+from jwks_cache._http._fetch import Fetcher
+from jwks_cache._http._policy import HopPolicy
 
 POLICY = HopPolicy(require_https=True, allowed_domains=(), allow_private_networks=False, pinned_spki=())
 PUBLIC_ADDRESS = "93.184.216.34"
@@ -30,7 +30,7 @@ def public_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (table[host], port))]
 
-    monkeypatch.setattr("jwks_cache._transport.getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setattr("jwks_cache._http._transport.getaddrinfo", fake_getaddrinfo)
     return table
 
 
@@ -83,7 +83,7 @@ def test_the_guarded_transport_still_owns_httpx_private_pool_attribute() -> None
     """httpx offers no network-backend hook; if ``_pool`` moves, the pre-send checks silently vanish."""
     import httpcore
 
-    from jwks_cache._transport import GuardedTransport, _GuardedBackend
+    from jwks_cache._http._transport import GuardedTransport, _GuardedBackend
 
     transport = GuardedTransport()
     assert isinstance(transport._pool, httpcore.AsyncConnectionPool)

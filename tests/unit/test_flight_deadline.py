@@ -13,11 +13,11 @@ import anyio
 from anyio.abc import TaskGroup
 
 from jwks_cache import FetchError, ProviderConfig, RegistryClosedError, RetryPolicy
-from jwks_cache._boundary import run_once
-from jwks_cache._jose import parse_jwks
-from jwks_cache._provider import Provider, ProviderHost
-from jwks_cache._published import Published
-from jwks_cache._scheduler import Scheduler
+from jwks_cache._jose._jwks import parse_jwks
+from jwks_cache._runtime._boundary import run_once
+from jwks_cache._runtime._provider import Provider, ProviderHost
+from jwks_cache._runtime._published import Published
+from jwks_cache._runtime._scheduler import Scheduler
 from jwks_cache.testing import VirtualClock
 
 RETRY = RetryPolicy(max_retries=0, attempt_timeout=1.0, deadline=2.0)

@@ -6,7 +6,7 @@ import calendar
 
 import pytest
 
-from jwks_cache._freshness import (
+from jwks_cache._http._freshness import (
     Headers,
     compute_freshness,
     conditional_headers,

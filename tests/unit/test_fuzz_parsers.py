@@ -23,13 +23,13 @@ from hypothesis import strategies as st
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from jwks_cache._asgi_fields import decode_registration
-from jwks_cache._asgi_http import HttpProblem
+from jwks_cache._asgi._fields import decode_registration
+from jwks_cache._asgi._plumbing import HttpProblem
 from jwks_cache._errors import InvalidJwksError, StoreError, TokenError
-from jwks_cache._jose import KeyTable, parse_jwks
-from jwks_cache._jws import ParsedJws, check_alg, check_claims, parse_jws, verify_signature
-from jwks_cache._nesting import MAX_DEPTH, TOO_DEEP, json_problem, msgpack_problem
-from jwks_cache._refresh import parse_discovery
+from jwks_cache._jose._jwks import KeyTable, parse_jwks
+from jwks_cache._jose._jws import ParsedJws, check_alg, check_claims, parse_jws, verify_signature
+from jwks_cache._jose._nesting import MAX_DEPTH, TOO_DEEP, json_problem, msgpack_problem
+from jwks_cache._runtime._refresh import parse_discovery
 from jwks_cache._stores._codec import decode, decode_notice
 
 T = TypeVar("T")

@@ -14,8 +14,8 @@ import pytest
 
 from jwks_cache import ConfigError, ProviderConfig, TokenError
 from jwks_cache._issuers import discovery_accepts, multi_tenant_forms, registration_issuers, template_problem
-from jwks_cache._jose import parse_jwks
-from jwks_cache._jws import check_claims, check_key_issuer, parse_jws
+from jwks_cache._jose._jwks import parse_jwks
+from jwks_cache._jose._jws import check_claims, check_key_issuer, parse_jws
 
 NOW = 1_700_000_000.0
 ENTRA = "https://login.microsoftonline.com/{tenantid}/v2.0"
@@ -395,8 +395,8 @@ def test_every_recipe_on_the_providers_page_is_a_valid_configuration() -> None:
 
 
 def test_the_control_plane_accepts_the_new_fields_and_points_at_a_bad_one() -> None:
-    from jwks_cache._asgi_fields import decode_registration
-    from jwks_cache._asgi_http import HttpProblem
+    from jwks_cache._asgi._fields import decode_registration
+    from jwks_cache._asgi._plumbing import HttpProblem
 
     body = {"jwks_url": "https://login.example.com/keys", "accepted_issuers": [V1], "claim_values": {"azp": ["web"]}}
     config = decode_registration(json.dumps(body).encode(), "acme", "entra")

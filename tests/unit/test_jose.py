@@ -14,11 +14,11 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from tests import eddsa_vectors as vectors
 
+from jwks_cache._asgi._openapi import openapi_document
 from jwks_cache._config import ASYMMETRIC_ALGORITHMS
 from jwks_cache._errors import FetchError, InvalidJwksError
-from jwks_cache._jose import _ALG_KEYS, ALLOWED_DEFAULT, KeyTable, key_fits_alg, parse_jwks
-from jwks_cache._jws import parse_jws, verify_signature
-from jwks_cache._openapi import openapi_document
+from jwks_cache._jose._jwks import _ALG_KEYS, ALLOWED_DEFAULT, KeyTable, key_fits_alg, parse_jwks
+from jwks_cache._jose._jws import parse_jws, verify_signature
 from jwks_cache.testing import SUPPORTED_ALGORITHMS
 
 URL = "https://idp.example/jwks"
@@ -504,7 +504,7 @@ def test_every_algorithm_name_comes_from_one_constant() -> None:
 def test_identical_documents_share_one_table_and_it_is_freed_with_its_last_user() -> None:
     import gc
 
-    from jwks_cache._jose import TableCache
+    from jwks_cache._jose._jwks import TableCache
 
     cache = TableCache()
     document = body(good())

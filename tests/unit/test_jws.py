@@ -25,8 +25,8 @@ from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from jwks_cache._errors import TokenError
-from jwks_cache._jose import ALLOWED_DEFAULT, KeyEntry, KeyTable, parse_jwks
-from jwks_cache._jws import ParsedJws, check_alg, check_claims, parse_jws, verify_signature
+from jwks_cache._jose._jwks import ALLOWED_DEFAULT, KeyEntry, KeyTable, parse_jwks
+from jwks_cache._jose._jws import ParsedJws, check_alg, check_claims, parse_jws, verify_signature
 
 NOW = 1_700_000_000.0
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | ed448.Ed448PrivateKey

@@ -1,7 +1,7 @@
 """The one nesting bound: the recursion-free scans, and every parser refusing deep input with its own error.
 
 Deep input used to raise RecursionError out of msgspec, json and tomllib (ending whole task groups);
-each parser now asks jwks_cache._nesting first and refuses with the error it uses for any other
+each parser now asks jwks_cache._jose._nesting first and refuses with the error it uses for any other
 malformed input.
 """
 
@@ -17,12 +17,19 @@ import msgspec
 import pytest
 
 from jwks_cache import ConfigError, InvalidJwksError, Snapshot, StoreError, TokenError
-from jwks_cache._asgi_fields import decode_registration
-from jwks_cache._asgi_http import HttpProblem
-from jwks_cache._jose import parse_jwks
-from jwks_cache._jws import check_claims, parse_jws
-from jwks_cache._nesting import MAX_DEPTH, MAX_MSGPACK_VALUES, TOO_DEEP, json_problem, msgpack_problem, toml_problem
-from jwks_cache._serve import load_serve_config
+from jwks_cache._asgi._fields import decode_registration
+from jwks_cache._asgi._plumbing import HttpProblem
+from jwks_cache._cli._serve import load_serve_config
+from jwks_cache._jose._jwks import parse_jwks
+from jwks_cache._jose._jws import check_claims, parse_jws
+from jwks_cache._jose._nesting import (
+    MAX_DEPTH,
+    MAX_MSGPACK_VALUES,
+    TOO_DEEP,
+    json_problem,
+    msgpack_problem,
+    toml_problem,
+)
 from jwks_cache._stores import FileStore
 from jwks_cache._stores._codec import decode, decode_notice, decode_or_none, encode, encode_notice
 

@@ -8,7 +8,7 @@ import anyio
 import anyio.lowlevel
 
 from jwks_cache import RegistryClosedError
-from jwks_cache._scheduler import Scheduler
+from jwks_cache._runtime._scheduler import Scheduler
 from jwks_cache.testing import VirtualClock
 
 

@@ -12,14 +12,14 @@ import hashlib
 import hmac
 import logging
 import math
-import re
 from typing import Final
 
 import msgspec
 
+from .._config import PROVIDER_NAME, TENANT_NAME
 from .._errors import ConfigError, StoreError
+from .._jose._nesting import json_problem, msgpack_problem
 from .._models import SNAPSHOT_VERSION, Snapshot
-from .._nesting import json_problem, msgpack_problem
 
 __all__ = [
     "MAC_SIZE",
@@ -43,8 +43,6 @@ MIN_HMAC_KEY_BYTES: Final = 16
 MAX_SNAPSHOT_BYTES: Final = 64 * 1024 * 1024
 
 # The registration rules of ProviderConfig; stores rely on them to build file names and Redis keys.
-_TENANT_RE: Final = re.compile(r"[A-Za-z0-9-]{1,64}")
-_PROVIDER_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _ENCODER: Final = msgspec.msgpack.Encoder()
 _SNAPSHOT_DECODER: Final = msgspec.msgpack.Decoder(Snapshot)
@@ -72,7 +70,7 @@ def check_hmac_key(hmac_key: object) -> bytes | None:
 
 def check_names(tenant: str, provider: str) -> None:
     """Refuse names outside the registration alphabet: they become file names and Redis keys."""
-    if _TENANT_RE.fullmatch(tenant) is None or _PROVIDER_RE.fullmatch(provider) is None:
+    if TENANT_NAME.fullmatch(tenant) is None or PROVIDER_NAME.fullmatch(provider) is None:
         raise StoreError(f"invalid tenant/provider name for a snapshot: {tenant!r}/{provider!r}")
 
 

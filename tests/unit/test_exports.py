@@ -1,0 +1,62 @@
+"""The public names, pinned: adding or dropping one is a visible decision (trio's ``test_exports``)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+PUBLIC = {
+    "jwks_cache": [
+        "Clock",
+        "ConfigError",
+        "FetchError",
+        "FileStore",
+        "InsufficientScopeError",
+        "InvalidJwksError",
+        "JwksCacheError",
+        "KeyInfo",
+        "KeyNotFoundError",
+        "MemoryStore",
+        "NotRegisteredError",
+        "ProviderConfig",
+        "ProviderState",
+        "ProviderStatus",
+        "Registry",
+        "RegistryClosedError",
+        "ResponseTooLargeError",
+        "RetryPolicy",
+        "SecurityError",
+        "ServedJwks",
+        "SharedStore",
+        "Snapshot",
+        "SnapshotStore",
+        "StoreError",
+        "StoreStatus",
+        "SystemClock",
+        "TokenError",
+        "TokenReason",
+        "__version__",
+        "require_roles",
+        "require_scopes",
+        "roles_of",
+        "scopes_of",
+    ],
+    "jwks_cache.asgi": ["create_app"],
+    "jwks_cache.redis": ["RedisStore"],
+    "jwks_cache.testing": [
+        "SUPPORTED_ALGORITHMS",
+        "KeyRing",
+        "LocalIdentityProvider",
+        "RecordedRequest",
+        "VirtualClock",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_public_module_exports_exactly_its_names(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__all__ == PUBLIC[name]
+    for member in module.__all__:
+        assert getattr(module, member) is not None, f"{name}.{member}"
