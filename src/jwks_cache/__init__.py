@@ -25,7 +25,6 @@ from ._models import KeyInfo, ProviderState, ProviderStatus, ServedJwks, Snapsho
 from ._runtime._registry import Registry
 from ._stores import FileStore, MemoryStore, SharedStore, SnapshotStore
 from ._version import __version__
-from .config_file import ProvidersFile, load_providers
 
 __all__ = [
     "Clock",
@@ -42,7 +41,6 @@ __all__ = [
     "ProviderConfig",
     "ProviderState",
     "ProviderStatus",
-    "ProvidersFile",
     "Registry",
     "RegistryClosedError",
     "ResponseTooLargeError",
@@ -58,7 +56,6 @@ __all__ = [
     "TokenError",
     "TokenReason",
     "__version__",
-    "load_providers",
     "require_roles",
     "require_scopes",
     "roles_of",

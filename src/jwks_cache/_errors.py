@@ -111,10 +111,12 @@ TokenReason: TypeAlias = Literal[
     "issuer_mismatch",
     "malformed",
     "malformed_claims",
+    "malformed_header",
     "missing_claim",
     "not_yet_valid",
     "tenant_not_allowed",
     "token_too_large",
+    "unknown_user",
     "unsupported_header",
 ]
 

@@ -48,10 +48,10 @@ from jwks_cache import (
     Registry,
     RegistryClosedError,
     TokenError,
-    load_providers,
     require_roles,
     require_scopes,
 )
+from jwks_cache.config_file import load_providers
 
 __all__ = [
     "REFUSALS",

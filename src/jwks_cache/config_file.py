@@ -36,7 +36,7 @@ class ProvidersFile:
         A Registry can be entered once, so an app whose lifespan may run twice (tests) asks for
         one per lifespan.
         """
-        from ._serve import open_registry
+        from ._cli._serve import open_registry
 
         return open_registry(self._serve_config)
 
@@ -48,7 +48,7 @@ def load_providers(path: str | os.PathLike[str]) -> ProvidersFile:
         ConfigError: the file is unreadable, not TOML, or a value is invalid; one line naming the
             file and the table or field at fault.
     """
-    from ._serve import load_serve_config  # the loader of `serve`, so both read a file alike
+    from ._cli._serve import load_serve_config  # the loader of `serve`, so both read a file alike
 
     config = load_serve_config(Path(path))
     return ProvidersFile(

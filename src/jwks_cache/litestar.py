@@ -41,7 +41,7 @@ from litestar.plugins import InitPlugin
 from litestar.types import ASGIApp, Guard, Method, Receive, Scope, Send
 from litestar.utils.sync import ensure_async_callable
 
-from jwks_cache import ConfigError, ProviderConfig, Registry, TokenError, load_providers
+from jwks_cache import ConfigError, ProviderConfig, Registry, TokenError
 from jwks_cache.asgi import create_app as create_control_plane
 from jwks_cache.bearer import (
     STATE_KEY,
@@ -55,6 +55,7 @@ from jwks_cache.bearer import (
     select,
     verify_authorization,
 )
+from jwks_cache.config_file import load_providers
 
 __all__ = [
     "PROVIDER_OPT",

@@ -27,9 +27,23 @@ FLOORS: Final = (
     ("runtime", ("_runtime",)),
     ("faces", ("", "redis")),
     ("edges", ("_asgi", "asgi", "_cli", "__main__", "testing")),
+    ("integrations", ("config_file", "bearer", "sync", "quart", "litestar", "starlette", "fastapi")),
 )
-#: edges use the runtime through public names only
-EDGES: Final = ("_asgi", "asgi", "_cli", "__main__", "testing")
+#: edges and integrations use the runtime through public names only
+EDGES: Final = (
+    "_asgi",
+    "asgi",
+    "_cli",
+    "__main__",
+    "testing",
+    "config_file",
+    "bearer",
+    "sync",
+    "quart",
+    "litestar",
+    "starlette",
+    "fastapi",
+)
 
 
 def _modules() -> dict[str, pathlib.Path]:
