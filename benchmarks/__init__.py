@@ -14,7 +14,7 @@ import importlib
 from types import ModuleType
 
 #: Case modules in run order; each has ``NAME`` and ``run(quick: bool) -> CaseResult``.
-CASES = ("lookup", "verify", "sync", "stampede", "flood", "memory", "register", "restore", "fleet")
+CASES = ("lookup", "verify", "sync", "stampede", "flood", "memory", "register", "restore", "fleet", "virtual_time")
 
 __all__ = ["CASES", "load"]
 
