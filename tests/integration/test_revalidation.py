@@ -116,3 +116,18 @@ async def test_a_restored_set_revalidated_by_a_bare_304_keeps_the_stored_max_age
                 await reg.refresh(TENANT, PROVIDER)
                 assert reg.status(TENANT, PROVIDER).revalidations == 1
                 assert _lifetime(reg) == pytest.approx(20000)
+
+
+async def test_revalidations_answered_304_reuse_one_connection() -> None:
+    """A 304's empty body is read, so the connection goes back to the pool: no TCP (or TLS) setup
+    per revalidation."""
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = "max-age=60"
+            await reg.register(config_for(idp))
+            await reg.get_key(TENANT, PROVIDER, idp.kids[0])
+            for _ in range(4):
+                await clock.advance(60)
+            assert reg.status(TENANT, PROVIDER).revalidations >= 3
+            assert len({r.connection for r in idp.requests}) == 1

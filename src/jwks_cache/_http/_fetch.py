@@ -180,6 +180,9 @@ class Fetcher:
         headers = tuple(response.headers.multi_items())
         received_at = self._clock.time()
         if status == 304:
+            # read the (empty) rest of the response, capped like any body: one left unread makes
+            # httpcore close the connection, and every revalidation would pay a new TCP+TLS setup
+            await _read_capped(response, url, max_bytes)
             return FetchResult(status=304, url=url, body=None, headers=headers, received_at=received_at)
         if status != 200:
             retry_after = retry_after_delay(response.headers.get("retry-after"), now=received_at)
