@@ -183,8 +183,11 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
     """httpx's transport with the guarded network backend underneath."""
 
     def __init__(self, *, verify: ssl.SSLContext | None = None, max_connections: int = 100) -> None:
-        super().__init__(trust_env=False)
-        self.ssl_context = verify or default_ssl_context()  # how it verifies (not what it trusts) goes into snapshots
+        context = verify or default_ssl_context()
+        # the context is handed over, or httpx would load a CA bundle of its own (~25 ms) for a
+        # pool that is replaced below anyway
+        super().__init__(verify=context, trust_env=False)
+        self.ssl_context = context  # how it verifies (not what it trusts) goes into snapshots
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=self.ssl_context,
             max_connections=max(100, max_connections),
