@@ -134,7 +134,7 @@ async def test_waiters_get_the_fetched_set_before_a_hanging_store_is_told_and_th
                 for _ in range(10):
                     waiters.start_soon(waiter)
             assert got == ["k"] * 10  # released while the store still hangs
-            assert fleet.published == 1 and provider.refreshes == 1 and provider.error_count == 0
+            assert fleet.published == 1 and provider.counts.refreshes == 1 and provider.error_count == 0
             await clock.advance(RETRY.deadline + 0.1)  # the follow-up's own bound
             await clock.settle()
             assert [t.name for t in anyio.get_running_tasks() if t.name.startswith("jwks-cache fetch")] == []

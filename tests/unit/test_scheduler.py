@@ -17,7 +17,6 @@ class _Due:
 
     def __init__(self, clock: VirtualClock | _ManualClock, *, closing: list[bool]) -> None:
         self.closed = False
-        self.scheduled_at: float | None = None
         self.next_refresh = clock.monotonic()
         self.flight = None
         self.starts = 0

@@ -19,11 +19,11 @@ from .._http._cadence import KidCooldown, failure_delay, refresh_delay
 from .._jose._jwks import Key, KeyEntry, KeyTable, key_fits_alg, misfit
 from .._telemetry import log_refresh_failed, log_stale_ended, log_stale_started
 from ._boundary import as_library_error
-from ._persistence import Persistence
 from ._published import Published
 from ._refresh import Refresher
 
 if TYPE_CHECKING:
+    from ._fleet import Fleet
     from ._scheduler import Scheduler
 
 __all__ = ["Counters", "Provider", "ProviderHost"]
@@ -54,7 +54,7 @@ class ProviderHost:
         scheduler: Scheduler,
         gone_error: Callable[[str, str], JwksCacheError],
         on_publish: Callable[[Provider, Published], None] | None = None,
-        fleet: Persistence | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.clock = clock
         self.rng = rng
@@ -62,7 +62,7 @@ class ProviderHost:
         self.scheduler = scheduler  # told whenever a next_refresh changes or a flight lands
         self.gone_error = gone_error  # (tenant, provider) -> the error for a closed registration
         self.on_publish = on_publish
-        self.fleet = fleet  # fleet mode: the shared store's persistence
+        self.fleet = fleet  # fleet mode: leases, notices and sharing over the shared store
 
 
 class _Flight:
@@ -130,8 +130,6 @@ class Provider:
         "_flight_scope",
         "_follow_up_scope",
         "_host",
-        "_lease_token",
-        "_notice",
         "_published",
         "_stale_logged",
         "closed",
@@ -144,7 +142,6 @@ class Provider:
         "made",
         "next_refresh",
         "refresher",
-        "scheduled_at",
         "warm_until",
     )
 
@@ -161,10 +158,7 @@ class Provider:
         self._host = host
         self._clock = host.clock  # read on every lookup: one hop, not two
         self.published = published
-        self._lease_token: str | None = None  # fleet mode: held while this instance refreshes for all
-        self._notice: anyio.Event | None = None  # fleet mode: set when another instance announces a set
         self.closed = False
-        self.scheduled_at: float | None = None  # the wake-up the scheduler holds for us
         self._flight_scope: anyio.CancelScope | None = None
         self._follow_up_scope: anyio.CancelScope | None = None  # fleet mode, after a flight's waiters
         self.flight: _Flight | None = None
@@ -195,22 +189,6 @@ class Provider:
         if self._cooldown is None:
             self._cooldown = KidCooldown(self.config.unknown_kid_cooldown)
         return self._cooldown
-
-    @property
-    def notice(self) -> anyio.Event:
-        """Fleet mode: set when another instance announces a new set (replaced after each)."""
-        if self._notice is None:
-            self._notice = anyio.Event()
-        return self._notice
-
-    def keep_lease(self, token: str) -> None:
-        """Fleet mode: remember the refresh lease this instance took, so a failed fetch can release it."""
-        self._lease_token = token
-
-    def give_up_lease(self) -> str | None:
-        """Fleet mode: forget the lease held (if any) and return its token for the store's release."""
-        token, self._lease_token = self._lease_token, None
-        return token
 
     def close(self) -> None:
         """Stop for good: no more wake-ups, and the flight in progress (if any) is cancelled.
@@ -325,8 +303,8 @@ class Provider:
         with move_on_at(self._clock, self._clock.monotonic() + self.config.retry.deadline):
             if fetched is not None:
                 await fleet.after_upstream_fetch(self, fetched)
-            elif failed and self._lease_token is not None:
-                await fleet.release(self)
+            elif failed:
+                await fleet.release(self)  # the lease kept for this fetch, if any
 
     async def _obtain(self, flight: _Flight) -> tuple[Published | float, bool]:
         """Fleet mode asks the store first (another instance may have just fetched); else go upstream.
@@ -356,12 +334,6 @@ class Provider:
         if self._cooldown is not None:
             self._cooldown.forget_all()
         self._reschedule(self._after_success(published))
-
-    def announce(self) -> None:
-        """Wake flights waiting for another instance's fetch (fleet mode)."""
-        notice, self._notice = self._notice, None
-        if notice is not None:
-            notice.set()
 
     def _record_success(self, published: Published) -> None:
         previous = self.published
