@@ -38,7 +38,7 @@ class Fleeted(Persisted, Protocol):
     """What the fleet needs of a provider beyond persistence's: when it refreshes next, and adoption."""
 
     @property
-    def next_refresh(self) -> float: ...
+    def next_refresh_mono(self) -> float: ...
     def adopt(self, published: Published) -> None: ...
 
 
@@ -183,7 +183,7 @@ class Fleet:
         newer = await self._newer_than_ours(provider)
         newest = newer if newer is not None else provider.published
         if newest is not None and newest.wall_fetched_at >= since:
-            return newest if newest is not before else provider.next_refresh
+            return newest if newest is not before else provider.next_refresh_mono
         # the periodic set is older than the call: one instance fetches for every refresh() in flight
         taken_at = await self._lease_taken_at(provider, "refresh-now", provider.config.retry.deadline + 1.0)
         if taken_at is None:
@@ -191,7 +191,7 @@ class Fleet:
         landed_at = None if math.isinf(taken_at) else taken_at
         found = await self._await_set(provider, accept_from=since, landed_at=landed_at, until=wait_until)
         if found is before and found is not None:
-            return provider.next_refresh
+            return provider.next_refresh_mono
         return found
 
     async def _take(self, provider: Fleeted, purpose: str, ttl: float, *, keep: bool) -> bool:
@@ -265,7 +265,7 @@ class Fleet:
         current = provider.published
         if candidate is None or (current is not None and candidate.wall_fetched_at <= current.wall_fetched_at):
             return None
-        if self._clock.monotonic() >= candidate.expires_at:
+        if self._clock.monotonic() >= candidate.expires_mono:
             return None
         return candidate
 

@@ -185,7 +185,7 @@ class Persistence:
         return Published(
             table=table,
             url=snapshot.jwks_url,
-            fetched_at=now_mono - (now_wall - fetched_at),
+            fetched_mono=now_mono - (now_wall - fetched_at),
             ttl=ttl,
             stale_while_error=cfg.stale_while_error,
             wall_fetched_at=fetched_at,

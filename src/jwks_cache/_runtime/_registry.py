@@ -483,7 +483,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             found = self._tenants[tenant][provider]
         except KeyError:
             raise self._gone_error(tenant, provider) from None
-        if alg is None and self._monotonic() < found.warm_until:
+        if alg is None and self._monotonic() < found.warm_until_mono:
             jwk = found.made.get(kid)
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
                 found.counts.hits += 1
@@ -505,7 +505,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             found = self._tenants[tenant][provider]
         except KeyError:
             raise self._gone_error(tenant, provider) from None
-        if alg is None and self._monotonic() < found.warm_until:
+        if alg is None and self._monotonic() < found.warm_until_mono:
             jwk = found.made.get(kid)
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
                 found.counts.hits += 1
@@ -620,7 +620,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             NotRegisteredError: no provider is registered under these names.
             RegistryClosedError: the registry is not open.
         """
-        return self._provider(tenant, provider).next_refresh - self._clock.monotonic()
+        return self._provider(tenant, provider).next_refresh_mono - self._clock.monotonic()
 
     async def refresh(self, tenant: str, provider: str) -> None:
         """Refresh now (conditional), or join the refresh in progress; raises its error."""
@@ -662,7 +662,7 @@ class Registry(anyio.AsyncContextManagerMixin):
 
     def _usable(self, found: Provider) -> bool:
         pub = found.published
-        return pub is not None and self._monotonic() < pub.stale_until
+        return pub is not None and self._monotonic() < pub.stale_until_mono
 
     def status(self, tenant: str, provider: str) -> ProviderStatus:
         return provider_status(self._provider(tenant, provider), self._clock)
@@ -699,7 +699,7 @@ def _kept_set(old: Provider, config: ProviderConfig, refresher: Refresher) -> Pu
     return Published(
         table=published.table,
         url=published.url,
-        fetched_at=published.fetched_at,
+        fetched_mono=published.fetched_mono,
         ttl=ttl,
         stale_while_error=config.stale_while_error,
         wall_fetched_at=published.wall_fetched_at,

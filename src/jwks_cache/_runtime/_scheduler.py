@@ -38,14 +38,14 @@ class Scheduled(Protocol):
     @property
     def closed(self) -> bool: ...
     @property
-    def next_refresh(self) -> float: ...
+    def next_refresh_mono(self) -> float: ...
     @property
     def flight(self) -> object | None: ...
     def start_flight(self, *, conditional: bool, background: bool = False) -> object: ...
 
 
 class Scheduler:
-    """Wakes providers at their ``next_refresh``; stale heap entries are skipped, never searched for.
+    """Wakes providers at their ``next_refresh_mono``; stale heap entries are skipped, never searched for.
 
     ``_wakeups`` holds the one live wake-up of each provider; a heap entry whose time is not its
     provider's live wake-up is stale. An entry goes stale when its provider is rescheduled or
@@ -67,12 +67,12 @@ class Scheduler:
         self._seq = itertools.count()  # ties broken by arrival, never by comparing providers
         self._stale = 0  # heap entries superseded by a later schedule() or by a close
         self._nap: anyio.CancelScope | None = None
-        self._nap_until = math.inf
+        self._nap_until_mono = math.inf
         self._stopped = False
 
     def schedule(self, provider: Scheduled) -> None:
-        """Make sure ``provider`` is woken at its current ``next_refresh`` (idempotent)."""
-        when = provider.next_refresh
+        """Make sure ``provider`` is woken at its current ``next_refresh_mono`` (idempotent)."""
+        when = provider.next_refresh_mono
         if provider.closed:
             return
         held = self._wakeups.get(provider)
@@ -82,7 +82,7 @@ class Scheduler:
         if held is not None:
             self._went_stale()  # the earlier wake-up's entry
         heapq.heappush(self._heap, (when, next(self._seq), provider))
-        if when < self._nap_until and self._nap is not None and self.flights < self._max_flights:
+        if when < self._nap_until_mono and self._nap is not None and self.flights < self._max_flights:
             self._nap.cancel()  # the new wake-up is earlier than the one we sleep towards
 
     def discard(self, provider: Scheduled) -> None:
@@ -147,8 +147,8 @@ class Scheduler:
                     provider.start_flight(conditional=True, background=True)
                     self.flights += 1
             # when full, sleep until a landing frees a slot (it cancels the nap)
-            self._nap_until = heap[0][0] if heap and self.flights < self._max_flights else math.inf
+            self._nap_until_mono = heap[0][0] if heap and self.flights < self._max_flights else math.inf
             with anyio.CancelScope() as nap:
                 self._nap = nap
-                await self._clock.sleep_until(self._nap_until)
+                await self._clock.sleep_until(self._nap_until_mono)
             self._nap = None

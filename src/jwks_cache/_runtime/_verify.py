@@ -71,7 +71,7 @@ def warm_candidates(found: Provider, parsed: ParsedJws, now: float) -> tuple[Key
     """
     check_alg(parsed.alg, found.config.algorithms or ALLOWED_DEFAULT)
     pub = found.published
-    if pub is None or now >= pub.expires_at:
+    if pub is None or now >= pub.expires_mono:
         return ()
     candidates = pub.table.candidates(parsed.kid, parsed.alg)
     if candidates:
