@@ -50,32 +50,53 @@ class SystemClock:
         await anyio.sleep(max(0.0, deadline - time.monotonic()))
 
 
-@contextmanager
-def fail_at(clock: Clock, deadline: float) -> Iterator[anyio.CancelScope]:
-    """Raise ``TimeoutError`` if the block is still running at ``deadline`` (monotonic, clock's scale).
-
-    A plain cancel scope, not a watcher task, so it costs nothing on the fast path and cannot leak.
-    """
+def _cancels_at(clock: Clock) -> Callable[[float, anyio.CancelScope], Callable[[], None]] | None:
+    """The clock's ``schedule_cancel`` (a virtual clock), or None: the backend's own timer will do."""
     schedule: Callable[[float, anyio.CancelScope], Callable[[], None]] | None = getattr(clock, "schedule_cancel", None)
-    if schedule is None:
-        with anyio.fail_after(max(0.0, deadline - clock.monotonic())) as scope:
-            yield scope
-        return
+    return schedule
+
+
+@contextmanager
+def _virtual_scope(
+    schedule: Callable[[float, anyio.CancelScope], Callable[[], None]], deadline: float
+) -> Iterator[anyio.CancelScope]:
     with anyio.CancelScope() as scope:
         unschedule = schedule(deadline, scope)
         try:
             yield scope
         finally:
             unschedule()
+
+
+@contextmanager
+def fail_at(clock: Clock, deadline: float) -> Iterator[anyio.CancelScope]:
+    """Raise ``TimeoutError`` if the block is still running at ``deadline`` (monotonic, clock's scale).
+
+    A plain cancel scope, not a watcher task, so it costs nothing on the fast path and cannot leak.
+    Only the deadline makes the ``TimeoutError``: one the block raises itself passes through as is.
+    """
+    schedule = _cancels_at(clock)
+    if schedule is None:
+        with anyio.fail_after(max(0.0, deadline - clock.monotonic())) as scope:
+            yield scope
+        return
+    with _virtual_scope(schedule, deadline) as scope:
+        yield scope
     if scope.cancelled_caught:
         raise TimeoutError
 
 
 @contextmanager
 def move_on_at(clock: Clock, deadline: float) -> Iterator[anyio.CancelScope]:
-    """Like :func:`fail_at`, but leave the block quietly at ``deadline``."""
-    try:
-        with fail_at(clock, deadline) as scope:
+    """Like :func:`fail_at`, but leave the block quietly at ``deadline``.
+
+    Quietly only for the deadline's own cancellation: a ``TimeoutError`` the block raises (a fetch
+    that timed out, say) is the caller's to see, not a deadline of ours that passed.
+    """
+    schedule = _cancels_at(clock)
+    if schedule is None:
+        with anyio.move_on_after(max(0.0, deadline - clock.monotonic())) as scope:
             yield scope
-    except TimeoutError:
-        pass
+        return
+    with _virtual_scope(schedule, deadline) as scope:
+        yield scope

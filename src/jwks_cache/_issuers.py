@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "MULTI_TENANT_SEGMENTS",
+    "TENANT_ID",
     "TENANT_PLACEHOLDER",
     "describe",
     "discovery_accepts",
@@ -37,7 +38,7 @@ TENANT_PLACEHOLDER: Final = "{tenantid}"
 #: path segments of Entra ID's multi-tenant endpoints, whose discovery documents name a template
 MULTI_TENANT_SEGMENTS: Final = frozenset({"common", "organizations", "consumers"})
 #: a tenant id a template may take: a GUID, or any plain identifier (no URL syntax can get in)
-_TENANT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+TENANT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _CACHE_SIZE: Final = 4096
 _SHOWN_VALUES: Final = 5
 _SHOWN_CHARS: Final = 120
@@ -45,7 +46,7 @@ _SHOWN_CHARS: Final = 120
 
 def is_tenant_id(value: object) -> bool:
     """Whether ``value`` (a token's ``tid``, untrusted) may be put into an issuer template."""
-    return isinstance(value, str) and _TENANT_ID.fullmatch(value) is not None
+    return isinstance(value, str) and TENANT_ID.fullmatch(value) is not None
 
 
 @functools.lru_cache(maxsize=_CACHE_SIZE)

@@ -49,7 +49,7 @@ _KID_SHOWN: Final = 64  # kids come from the IdP's document: bound what reaches 
 
 class _Dated(Protocol):
     @property
-    def fetched_at(self) -> float: ...
+    def fetched_mono(self) -> float: ...
 
 
 class _Counts(Protocol):
@@ -150,7 +150,7 @@ class _Instruments:
         for p, clock in self._providers():
             published = p.published
             if published is not None:
-                found.append(Observation(max(0.0, clock.monotonic() - published.fetched_at), attributes(p.config)))
+                found.append(Observation(max(0.0, clock.monotonic() - published.fetched_mono), attributes(p.config)))
         return found
 
 

@@ -6,9 +6,11 @@ import calendar
 import random
 
 import pytest
+import tenacity
 
 from jwks_cache._errors import ConfigError
-from jwks_cache._http._cadence import KidCooldown, failure_delay, refresh_delay, retry_after_delay, retry_backoff
+from jwks_cache._http._cadence import KidCooldown, failure_delay, refresh_delay, retry_after_delay
+from jwks_cache._http._retry import backoff, reconnect_delay
 
 SEEDS = range(500)
 NOW = float(calendar.timegm((2025, 3, 1, 12, 0, 0)))
@@ -82,7 +84,18 @@ def test_failure_delay_equal_jitter_bounds(failures: int, min_ttl: float, cap: f
     assert hi > cap * 0.9
 
 
-# -- retry_backoff ---------------------------------------------------------------------------------
+# -- retry backoff: tenacity's strategies, drawing from the registry's generator ------------------
+
+
+def _waits(jitter: str, rng: random.Random, attempts: range) -> list[float]:
+    """The waits a retry sequence sleeps, as tenacity asks its wait strategy for them."""
+    wait = backoff(jitter, initial=0.25, maximum=2.0, rng=rng)  # type: ignore[arg-type]
+    state = tenacity.RetryCallState(retry_object=tenacity.AsyncRetrying(), fn=None, args=(), kwargs={})
+    waits = []
+    for attempt in attempts:
+        state.attempt_number = attempt
+        waits.append(wait(state))
+    return waits
 
 
 @pytest.mark.parametrize(
@@ -94,56 +107,51 @@ def test_failure_delay_equal_jitter_bounds(failures: int, min_ttl: float, cap: f
         pytest.param(4, 2.0, id="reaches-cap"),
         pytest.param(5, 2.0, id="capped"),
         pytest.param(100_000, 2.0, id="no-overflow"),
-        pytest.param(0, 0.25, id="zero-treated-as-first"),
     ],
 )
 def test_retry_backoff_none_is_exponential_and_capped(attempt: int, expected: float) -> None:
-    assert (
-        retry_backoff(attempt, initial=0.25, maximum=2.0, jitter="none", previous=0.0, rng=random.Random(0)) == expected
-    )
+    assert _waits("none", random.Random(0), range(attempt, attempt + 1)) == [expected]
 
 
 @pytest.mark.parametrize(("attempt", "cap"), [(1, 0.25), (2, 0.5), (3, 1.0), (4, 2.0), (9, 2.0)])
 def test_retry_backoff_full_jitter_bounds(attempt: int, cap: float) -> None:
-    delays = [
-        retry_backoff(attempt, initial=0.25, maximum=2.0, jitter="full", previous=0.0, rng=random.Random(s))
-        for s in SEEDS
-    ]
+    delays = [_waits("full", random.Random(s), range(attempt, attempt + 1))[0] for s in SEEDS]
     lo, hi = _spread(delays)
     assert 0.0 <= lo < cap * 0.1
     assert cap * 0.9 < hi <= cap
 
 
-@pytest.mark.parametrize(
-    ("previous", "low", "high"),
-    [
-        pytest.param(0.0, 0.25, 0.75, id="first-from-zero"),
-        pytest.param(0.25, 0.25, 0.75, id="first-from-initial"),
-        pytest.param(0.5, 0.25, 1.5, id="grows"),
-        pytest.param(1.5, 0.25, 2.0, id="capped"),
-        pytest.param(100.0, 0.25, 2.0, id="huge-previous-capped"),
-    ],
-)
-def test_retry_backoff_decorrelated_bounds(previous: float, low: float, high: float) -> None:
-    delays = [
-        retry_backoff(2, initial=0.25, maximum=2.0, jitter="decorrelated", previous=previous, rng=random.Random(s))
-        for s in SEEDS
-    ]
+def test_retry_backoff_decorrelated_first_wait_is_within_initial_and_three_times_it() -> None:
+    delays = [_waits("decorrelated", random.Random(s), range(1, 2))[0] for s in SEEDS]
     lo, hi = _spread(delays)
-    assert low <= lo <= hi <= high
+    assert 0.25 <= lo <= hi <= 0.75
 
 
 def test_retry_backoff_decorrelated_sequence_stays_within_bounds() -> None:
-    rng = random.Random(42)
-    delay = 0.0
-    for attempt in range(1, 200):
-        delay = retry_backoff(attempt, initial=0.25, maximum=2.0, jitter="decorrelated", previous=delay, rng=rng)
+    for delay in _waits("decorrelated", random.Random(42), range(1, 200)):
         assert 0.25 <= delay <= 2.0
+
+
+@pytest.mark.parametrize("jitter", ["full", "decorrelated"])
+def test_retry_backoff_draws_only_from_the_registrys_generator(jitter: str) -> None:
+    """A seeded registry backs off identically on every run, whatever else uses ``random``."""
+    random.seed(1)
+    first = _waits(jitter, random.Random(7), range(1, 8))
+    random.seed(2)
+    assert _waits(jitter, random.Random(7), range(1, 8)) == first
 
 
 def test_retry_backoff_unknown_jitter_is_config_error() -> None:
     with pytest.raises(ConfigError, match=r"retry\.jitter"):
-        retry_backoff(1, initial=0.25, maximum=2.0, jitter="wild", previous=0.0, rng=random.Random(0))  # type: ignore[arg-type]
+        _waits("wild", random.Random(0), range(1, 2))
+
+
+def test_reconnect_delay_doubles_from_twice_initial_with_equal_jitter_and_caps() -> None:
+    for failures, full in ((1, 0.1), (2, 0.2), (3, 0.4), (10, 5.0), (100_000, 5.0)):
+        delays = [reconnect_delay(failures, initial=0.05, maximum=5.0, rng=random.Random(s)) for s in SEEDS]
+        lo, hi = _spread(delays)
+        assert full * 0.5 <= lo < full * 0.6
+        assert full * 0.9 < hi <= full
 
 
 # -- retry_after_delay (RFC 9110 §10.2.3) ----------------------------------------------------------

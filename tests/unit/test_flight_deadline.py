@@ -92,7 +92,7 @@ class _QuickRefresher:
         return Published(
             table=parse_jwks(body, url=self.jwks_url),
             url=self.jwks_url,
-            fetched_at=1000.0,
+            fetched_mono=1000.0,
             ttl=300.0,
             stale_while_error=60.0,
             wall_fetched_at=1_800_000_000.0,

@@ -17,8 +17,7 @@ class _Due:
 
     def __init__(self, clock: VirtualClock | _ManualClock, *, closing: list[bool]) -> None:
         self.closed = False
-        self.scheduled_at: float | None = None
-        self.next_refresh = clock.monotonic()
+        self.next_refresh_mono = clock.monotonic()
         self.flight = None
         self.starts = 0
         self._closing = closing
@@ -58,7 +57,7 @@ async def test_a_scheduler_stopped_in_the_round_its_nap_ends_starts_no_flight() 
         async with anyio.create_task_group() as tg:
             await tg.start(scheduler.run)
             due = _Due(clock, closing=closing)
-            due.next_refresh = clock.now + 60
+            due.next_refresh_mono = clock.now + 60
             scheduler.schedule(due)
             await anyio.wait_all_tasks_blocked()  # napping until the refresh is due
             clock.now += 60
@@ -81,7 +80,7 @@ async def test_due_providers_start_once_each_and_the_bound_holds() -> None:
             await clock.settle()
             assert [p.starts for p in providers] == [1, 1, 0, 0, 0]  # in arrival order, two at most
             assert scheduler.flights == 2
-            providers[0].next_refresh = math.inf  # its next wake-up: never
+            providers[0].next_refresh_mono = math.inf  # its next wake-up: never
             scheduler.landed(providers[0], background=True)
             await clock.settle()
             assert [p.starts for p in providers] == [1, 1, 1, 0, 0]
@@ -94,11 +93,11 @@ async def test_stale_entries_are_compacted_and_a_closed_providers_wake_up_goes()
     scheduler = Scheduler(clock, max_flights=2)
     providers = [_Due(clock, closing=[False]) for _ in range(10)]
     for provider in providers:
-        provider.next_refresh = clock.monotonic() + 3600
+        provider.next_refresh_mono = clock.monotonic() + 3600
         scheduler.schedule(provider)
     for step in range(1_000):  # each provider moved again and again (a refresh landing early, say)
         provider = providers[step % 10]
-        provider.next_refresh += 1
+        provider.next_refresh_mono += 1
         scheduler.schedule(provider)
     assert scheduler.entries <= 2 * len(providers)  # stale entries never outnumber the live ones
     for provider in providers[:9]:

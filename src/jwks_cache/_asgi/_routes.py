@@ -1,4 +1,8 @@
-"""The control plane's route table and handlers; each handler maps one registry call onto HTTP."""
+"""The control plane's route table and handlers; each handler maps one registry call onto HTTP.
+
+Each handler is followed by its OpenAPI operation (``*_operation``), and the route table binds the
+two: a route cannot be added, or its answers changed, without its description in sight.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,18 @@ import hashlib
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 import msgspec
 
 from .._errors import ConfigError, FetchError, NotRegisteredError, RegistryClosedError, SecurityError
 from .._models import ProviderState, ServedJwks
 from .._runtime._registry import Registry
+from . import _operation_parts as oas
 from ._fields import decode_registration, invalid_registration
 from ._plumbing import JSON, HttpProblem, Request, Response, json_response, read_body
 
-__all__ = ["ROUTES", "Access", "Context", "Handler", "Health", "HealthFailure", "Route"]
+__all__ = ["ROUTES", "Access", "Context", "Endpoint", "Handler", "Health", "HealthFailure", "Operation", "Route"]
 
 _USABLE: Final = frozenset({ProviderState.READY, ProviderState.REFRESHING, ProviderState.STALE})
 _MAX_RETRY_AFTER_S: Final = 3600
@@ -44,12 +49,22 @@ class Context:
 
 
 Handler = Callable[[Context, Request, Mapping[str, str]], Awaitable[Response]]
+#: a route's OpenAPI operation object, given the app's body cap (``max_body_bytes``)
+Operation = Callable[[int], dict[str, Any]]
+
+
+class Endpoint(NamedTuple):
+    """One method of a route: who may call it, what answers, and how the OpenAPI document describes it."""
+
+    access: Access
+    handler: Handler
+    operation: Operation
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
     template: str  # OpenAPI path template, also the match pattern
-    methods: Mapping[str, tuple[Access, Handler]]
+    methods: Mapping[str, Endpoint]
 
     @property
     def segments(self) -> tuple[str, ...]:
@@ -118,11 +133,53 @@ async def put_provider(ctx: Context, request: Request, params: Mapping[str, str]
     return json_response(200 if existed else 201, ctx.registry.status(tenant, provider))
 
 
+def _put_provider_operation(max_body_bytes: int) -> dict[str, Any]:
+    return {
+        "operationId": "putProvider",
+        "summary": "Register a provider, or replace its registration",
+        "description": "Performs no network I/O: the first fetch runs in the provider's refresh loop. Keys stay "
+        "cached across a replacement that keeps the JWKS URL and issuer.",
+        "parameters": oas.path_params(),
+        "requestBody": {
+            "required": True,
+            "content": {JSON: {"schema": oas.ref("ProviderRegistration"), "example": oas.EXAMPLE_REGISTRATION}},
+        },
+        "responses": {
+            "200": {
+                **oas.json("Replaced; the new registration's status.", oas.ref("ProviderStatus")),
+                "links": oas.links(*oas.AFTER_PUT),
+            },
+            "201": {
+                **oas.json("Created; the new registration's status.", oas.ref("ProviderStatus")),
+                "links": oas.links(*oas.AFTER_PUT),
+            },
+            "400": oas.problem("The body is not JSON, or Content-Length is malformed."),
+            "413": oas.problem(f"The body exceeds {max_body_bytes} bytes."),
+            "415": oas.problem("The body is not `application/json`."),
+            "422": oas.problem("The registration is invalid; `errors` names each field.", schema="ValidationProblem"),
+            "503": oas.problem(oas.CLOSED),
+        },
+    }
+
+
 async def delete_provider(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
     tenant, provider = _names(params)
     if not await ctx.registry.unregister(tenant, provider):
         raise NotRegisteredError(f"no provider registered as {tenant}/{provider}")
     return Response(204, headers=[("cache-control", "no-store")])
+
+
+def _delete_provider_operation(_: int) -> dict[str, Any]:
+    return {
+        "operationId": "deleteProvider",
+        "summary": "Unregister a provider: its refresh loop stops and its keys are dropped",
+        "parameters": oas.path_params(),
+        "responses": {
+            "204": {"description": "Unregistered."},
+            "404": oas.problem(oas.UNKNOWN),
+            "503": oas.problem(oas.CLOSED),
+        },
+    }
 
 
 async def get_jwks(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
@@ -151,6 +208,32 @@ async def get_jwks(ctx: Context, request: Request, params: Mapping[str, str]) ->
     if _none_match(request.headers.get("if-none-match"), etag):
         return Response(304, headers=headers)
     return Response(200, body, content_type=JSON, headers=headers)
+
+
+def _get_jwks_operation(_: int) -> dict[str, Any]:
+    validators = {"ETag": oas.ETAG, "Cache-Control": oas.CACHE_CONTROL}
+    return {
+        "operationId": "getJwks",
+        "summary": "The provider's current public key set, exactly as the cache serves it",
+        "description": "Waits for the first fetch of a cold provider (bounded by its retry deadline). Serves stale "
+        "keys within `stale_while_error`; afterwards answers 503.",
+        "parameters": [
+            *oas.path_params(),
+            {"name": "kid", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "If-None-Match", "in": "header", "required": False, "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": oas.json("The public JWK Set (only the key `kid` when given).", oas.ref("JWKS"), headers=validators),
+            "304": {"description": "Not modified (If-None-Match matched).", "headers": dict(validators)},
+            "400": oas.problem("`kid` was given more than once."),
+            "404": oas.problem(oas.UNKNOWN + " Or the set has no key with this `kid`."),
+            "503": oas.problem(
+                "No usable keys (the fetch failed, or the stale window is over; `Retry-After` is set), "
+                "or the registry is closed.",
+                headers={"Retry-After": oas.RETRY_AFTER},
+            ),
+        },
+    }
 
 
 def _cache_control(ctx: Context, served: ServedJwks) -> str:
@@ -196,12 +279,56 @@ async def post_refresh(ctx: Context, request: Request, params: Mapping[str, str]
     )
 
 
+def _post_refresh_operation(_: int) -> dict[str, Any]:
+    return {
+        "operationId": "refreshProvider",
+        "summary": "Start a conditional refresh (or join the one in flight) without waiting for it",
+        "parameters": oas.path_params(),
+        "responses": {
+            "202": {
+                **oas.json(
+                    "Started; the status as the refresh begins.",
+                    oas.ref("ProviderStatus"),
+                    headers={"Location": oas.LOCATION},
+                ),
+                "links": oas.links("getProviderStatus", "getJwks"),
+            },
+            "404": oas.problem(oas.UNKNOWN),
+            "503": oas.problem(oas.CLOSED),
+        },
+    }
+
+
 async def get_status(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
     return json_response(200, ctx.registry.status(*_names(params)))
 
 
+def _get_status_operation(_: int) -> dict[str, Any]:
+    return {
+        "operationId": "getProviderStatus",
+        "summary": "One provider's state, keys, schedule and counters",
+        "parameters": oas.path_params(),
+        "responses": {
+            "200": oas.json("The status.", oas.ref("ProviderStatus")),
+            "404": oas.problem(oas.UNKNOWN),
+            "503": oas.problem(oas.CLOSED),
+        },
+    }
+
+
 async def get_statuses(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
     return json_response(200, sorted(ctx.registry.statuses(), key=lambda s: (s.tenant, s.provider)))
+
+
+def _get_statuses_operation(_: int) -> dict[str, Any]:
+    return {
+        "operationId": "listProviderStatuses",
+        "summary": "Every provider's status, sorted by tenant and provider",
+        "responses": {
+            "200": oas.json("The statuses.", {"type": "array", "items": oas.ref("ProviderStatus")}),
+            "503": oas.problem(oas.CLOSED),
+        },
+    }
 
 
 async def get_health(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
@@ -229,18 +356,43 @@ async def get_health(ctx: Context, request: Request, params: Mapping[str, str]) 
     return json_response(503 if failing else 200, health)
 
 
+def _get_health_operation(_: int) -> dict[str, Any]:
+    return {
+        "operationId": "getHealth",
+        "summary": "Readiness: every provider has usable keys (ready, refreshing or stale)",
+        "responses": {
+            "200": oas.json("Healthy.", oas.ref("Health")),
+            "503": oas.json("A provider has no usable keys, or the registry is closed.", oas.ref("Health")),
+        },
+    }
+
+
 async def get_openapi(ctx: Context, request: Request, params: Mapping[str, str]) -> Response:
     return Response(200, ctx.openapi(request.root_path), content_type=JSON, headers=[("cache-control", "no-cache")])
+
+
+def _get_openapi_operation(_: int) -> dict[str, Any]:
+    return {
+        "operationId": "getOpenApi",
+        "summary": "This document",
+        "responses": {"200": oas.json("The OpenAPI 3.1 document.", {"type": "object"})},
+    }
 
 
 _PROVIDER_PATH: Final = "/tenants/{tenant}/providers/{provider}"
 
 ROUTES: Final[tuple[Route, ...]] = (
-    Route(_PROVIDER_PATH, {"PUT": (Access.ADMIN, put_provider), "DELETE": (Access.ADMIN, delete_provider)}),
-    Route(_PROVIDER_PATH + "/jwks", {"GET": (Access.READ, get_jwks)}),
-    Route(_PROVIDER_PATH + "/refresh", {"POST": (Access.ADMIN, post_refresh)}),
-    Route(_PROVIDER_PATH + "/status", {"GET": (Access.READ, get_status)}),
-    Route("/status", {"GET": (Access.READ, get_statuses)}),
-    Route("/healthz", {"GET": (Access.OPEN, get_health)}),
-    Route("/openapi.json", {"GET": (Access.OPEN, get_openapi)}),
+    Route(
+        _PROVIDER_PATH,
+        {
+            "PUT": Endpoint(Access.ADMIN, put_provider, _put_provider_operation),
+            "DELETE": Endpoint(Access.ADMIN, delete_provider, _delete_provider_operation),
+        },
+    ),
+    Route(_PROVIDER_PATH + "/jwks", {"GET": Endpoint(Access.READ, get_jwks, _get_jwks_operation)}),
+    Route(_PROVIDER_PATH + "/refresh", {"POST": Endpoint(Access.ADMIN, post_refresh, _post_refresh_operation)}),
+    Route(_PROVIDER_PATH + "/status", {"GET": Endpoint(Access.READ, get_status, _get_status_operation)}),
+    Route("/status", {"GET": Endpoint(Access.READ, get_statuses, _get_statuses_operation)}),
+    Route("/healthz", {"GET": Endpoint(Access.OPEN, get_health, _get_health_operation)}),
+    Route("/openapi.json", {"GET": Endpoint(Access.OPEN, get_openapi, _get_openapi_operation)}),
 )

@@ -9,12 +9,11 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import OrderedDict
-from typing import Final, Literal
+from typing import Final
 
-from .._errors import ConfigError
 from ._freshness import parse_delta_seconds, parse_http_date
 
-__all__ = ["KidCooldown", "failure_delay", "refresh_delay", "retry_after_delay", "retry_backoff"]
+__all__ = ["KidCooldown", "failure_delay", "refresh_delay", "retry_after_delay"]
 
 # 2**62 times any sane base is far past every cap, and 2.0**1024 would raise OverflowError.
 _MAX_EXPONENT: Final = 62
@@ -48,34 +47,6 @@ def failure_delay(consecutive_failures: int, *, min_ttl: float, rng: random.Rand
     exponent = min(max(consecutive_failures, 1) - 1, _MAX_EXPONENT)
     delay = min(2.0**exponent, min_ttl / 2)
     return delay / 2 + _uniform(0.0, delay / 2, rng)
-
-
-def retry_backoff(
-    attempt: int,
-    *,
-    initial: float,
-    maximum: float,
-    jitter: Literal["none", "full", "decorrelated"],
-    previous: float,
-    rng: random.Random,
-) -> float:
-    """Seconds to sleep before retry number ``attempt`` (1-based) inside one refresh.
-
-    ``"none"``: ``initial * 2**(attempt-1)`` capped at ``maximum``; ``"full"``: ``U(0, that)``;
-    ``"decorrelated"``: ``min(maximum, U(initial, previous * 3))`` (AWS "Exponential Backoff and
-    Jitter"), where ``previous`` is the last delay returned; pass ``initial`` (or 0) for the first.
-
-    Raises:
-        ConfigError: ``jitter`` is none of the three names (only reachable by bypassing RetryPolicy).
-    """
-    capped = min(initial * 2.0 ** min(max(attempt, 1) - 1, _MAX_EXPONENT), maximum)
-    if jitter == "none":
-        return capped
-    if jitter == "full":
-        return _uniform(0.0, capped, rng)
-    if jitter == "decorrelated":
-        return min(maximum, _uniform(initial, max(previous, initial) * 3, rng))
-    raise ConfigError(f"retry.jitter must be 'none', 'full' or 'decorrelated' (got {jitter!r})")
 
 
 def retry_after_delay(value: str | None, *, now: float) -> float | None:

@@ -26,13 +26,13 @@ from cryptography import x509
 from .._errors import SecurityError
 
 __all__ = [
-    "HopPolicy", "canonical_host", "check_address", "check_content_type", "check_pin", "check_url",
+    "MAX_URL_CHARS", "HopPolicy", "canonical_host", "check_address", "check_content_type", "check_pin", "check_url",
     "host_allowed", "is_public_address", "resolve_redirect", "spki_sha256_b64",
 ]  # fmt: skip
 
 _IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_MAX_URL_CHARS: Final = 8192
+MAX_URL_CHARS: Final = 8192
 _LABEL_RE: Final = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 _NUMERIC_LABEL_RE: Final = re.compile(r"[0-9]+|0x[0-9a-f]*")
 _IPV4_PART_RE: Final = re.compile(r"(0x[0-9a-f]*)|(0[0-7]*)|[1-9][0-9]*")
@@ -217,8 +217,8 @@ def check_url(url: str, policy: HopPolicy) -> str:
         SecurityError: bad scheme, plain http under ``require_https``, userinfo, no or invalid host,
             a host outside ``allowed_domains``, or a non-public IP literal.
     """
-    if len(url) > _MAX_URL_CHARS:
-        raise SecurityError(f"refused {url[:80]!r}...: URL longer than {_MAX_URL_CHARS} characters", url=url)
+    if len(url) > MAX_URL_CHARS:
+        raise SecurityError(f"refused {url[:80]!r}...: URL longer than {MAX_URL_CHARS} characters", url=url)
     if _has_unsafe_chars(url):
         raise _refuse(url, "whitespace, control characters or backslashes in the URL")
     try:

@@ -19,11 +19,11 @@ from .._http._cadence import KidCooldown, failure_delay, refresh_delay
 from .._jose._jwks import Key, KeyEntry, KeyTable, key_fits_alg, misfit
 from .._telemetry import log_refresh_failed, log_stale_ended, log_stale_started
 from ._boundary import as_library_error
-from ._persistence import Persistence
 from ._published import Published
 from ._refresh import Refresher
 
 if TYPE_CHECKING:
+    from ._fleet import Fleet
     from ._scheduler import Scheduler
 
 __all__ = ["Counters", "Provider", "ProviderHost"]
@@ -54,15 +54,15 @@ class ProviderHost:
         scheduler: Scheduler,
         gone_error: Callable[[str, str], JwksCacheError],
         on_publish: Callable[[Provider, Published], None] | None = None,
-        fleet: Persistence | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.clock = clock
         self.rng = rng
         self.spawn = spawn  # the Registry's task group: flights are its tasks, not a provider's
-        self.scheduler = scheduler  # told whenever a next_refresh changes or a flight lands
+        self.scheduler = scheduler  # told whenever a next_refresh_mono changes or a flight lands
         self.gone_error = gone_error  # (tenant, provider) -> the error for a closed registration
         self.on_publish = on_publish
-        self.fleet = fleet  # fleet mode: the shared store's persistence
+        self.fleet = fleet  # fleet mode: leases, notices and sharing over the shared store
 
 
 class _Flight:
@@ -130,8 +130,6 @@ class Provider:
         "_flight_scope",
         "_follow_up_scope",
         "_host",
-        "_lease_token",
-        "_notice",
         "_published",
         "_stale_logged",
         "closed",
@@ -140,12 +138,11 @@ class Provider:
         "error_count",
         "flight",
         "last_error",
-        "last_failure_at",
+        "last_failure_mono",
         "made",
-        "next_refresh",
+        "next_refresh_mono",
         "refresher",
-        "scheduled_at",
-        "warm_until",
+        "warm_until_mono",
     )
 
     def __init__(
@@ -161,17 +158,14 @@ class Provider:
         self._host = host
         self._clock = host.clock  # read on every lookup: one hop, not two
         self.published = published
-        self._lease_token: str | None = None  # fleet mode: held while this instance refreshes for all
-        self._notice: anyio.Event | None = None  # fleet mode: set when another instance announces a set
         self.closed = False
-        self.scheduled_at: float | None = None  # the wake-up the scheduler holds for us
         self._flight_scope: anyio.CancelScope | None = None
         self._follow_up_scope: anyio.CancelScope | None = None  # fleet mode, after a flight's waiters
         self.flight: _Flight | None = None
-        self.next_refresh = -math.inf if published is None else self._after_success(published)
+        self.next_refresh_mono = -math.inf if published is None else self._after_success(published)
         self._cooldown: KidCooldown | None = None  # made on the first unknown kid
         self.last_error: JwksCacheError | None = None
-        self.last_failure_at = -math.inf
+        self.last_failure_mono = -math.inf
         self.error_count = 0
         self.counts = Counters()  # cumulative; the Registry's warm path counts hits here
         self._stale_logged: Published | None = None  # the set whose stale serving was logged
@@ -185,7 +179,7 @@ class Provider:
     def published(self, published: Published | None) -> None:
         # the warm lookup path reads these two instead: one attribute hop and one None test fewer
         self._published = published
-        self.warm_until = published.expires_at if published is not None else -math.inf
+        self.warm_until_mono = published.expires_mono if published is not None else -math.inf
         self.made = published.table.made if published is not None else _NOTHING_MADE
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -195,22 +189,6 @@ class Provider:
         if self._cooldown is None:
             self._cooldown = KidCooldown(self.config.unknown_kid_cooldown)
         return self._cooldown
-
-    @property
-    def notice(self) -> anyio.Event:
-        """Fleet mode: set when another instance announces a new set (replaced after each)."""
-        if self._notice is None:
-            self._notice = anyio.Event()
-        return self._notice
-
-    def keep_lease(self, token: str) -> None:
-        """Fleet mode: remember the refresh lease this instance took, so a failed fetch can release it."""
-        self._lease_token = token
-
-    def give_up_lease(self) -> str | None:
-        """Fleet mode: forget the lease held (if any) and return its token for the store's release."""
-        token, self._lease_token = self._lease_token, None
-        return token
 
     def close(self) -> None:
         """Stop for good: no more wake-ups, and the flight in progress (if any) is cancelled.
@@ -225,7 +203,7 @@ class Provider:
                 scope.cancel()
 
     def _reschedule(self, when: float) -> None:
-        self.next_refresh = when
+        self.next_refresh_mono = when
         self._host.scheduler.schedule(self)
 
     def _closed_error(self) -> JwksCacheError:
@@ -325,8 +303,8 @@ class Provider:
         with move_on_at(self._clock, self._clock.monotonic() + self.config.retry.deadline):
             if fetched is not None:
                 await fleet.after_upstream_fetch(self, fetched)
-            elif failed and self._lease_token is not None:
-                await fleet.release(self)
+            elif failed:
+                await fleet.release(self)  # the lease kept for this fetch, if any
 
     async def _obtain(self, flight: _Flight) -> tuple[Published | float, bool]:
         """Fleet mode asks the store first (another instance may have just fetched); else go upstream.
@@ -356,12 +334,6 @@ class Provider:
         if self._cooldown is not None:
             self._cooldown.forget_all()
         self._reschedule(self._after_success(published))
-
-    def announce(self) -> None:
-        """Wake flights waiting for another instance's fetch (fleet mode)."""
-        notice, self._notice = self._notice, None
-        if notice is not None:
-            notice.set()
 
     def _record_success(self, published: Published) -> None:
         previous = self.published
@@ -394,7 +366,7 @@ class Provider:
             min_ttl=cfg.min_ttl,
             rng=self._host.rng,
         )
-        return published.fetched_at + delay
+        return published.fetched_mono + delay
 
     def _record_failure(self, exc: JwksCacheError, *, unexpected: Exception | None = None) -> None:
         """``unexpected``: the exception ``exc`` was made from, when it was none of ours (its
@@ -403,7 +375,7 @@ class Provider:
         self.error_count += 1
         self.last_error = exc
         now = self._clock.monotonic()
-        self.last_failure_at = now
+        self.last_failure_mono = now
         log_refresh_failed(self.config, exc, exc_info=unexpected)
         self._reschedule(now + failure_delay(self.error_count, min_ttl=self.config.min_ttl, rng=self._host.rng))
 
@@ -426,11 +398,11 @@ class Provider:
         pub = self.published
         if pub is not None:
             now = self._clock.monotonic()
-            if now < pub.stale_until:
+            if now < pub.stale_until_mono:
                 entry = _pick(pub.table, kid, alg)
                 if entry is not None:
                     self.counts.hits += 1
-                    if now >= pub.expires_at:
+                    if now >= pub.expires_mono:
                         self._served_stale(pub, now)
                     return pub.table.jwk(entry)
         self.counts.misses += 1
@@ -441,8 +413,8 @@ class Provider:
         """The current usable set: fresh, stale within the window, or fetched now (single-flight)."""
         pub = self.published
         now = self._clock.monotonic()
-        if pub is not None and now < pub.stale_until:
-            if now >= pub.expires_at:
+        if pub is not None and now < pub.stale_until_mono:
+            if now >= pub.expires_mono:
                 self._served_stale(pub, now)
             return pub.table
         if self.last_error is not None:
@@ -454,11 +426,11 @@ class Provider:
                     f"{self._name}: keys unavailable (stale window over): {self.last_error}",
                     url=self.refresher.jwks_url,
                 ) from self.last_error
-            if now < self.last_failure_at + self.config.negative_cache_ttl:
+            if now < self.last_failure_mono + self.config.negative_cache_ttl:
                 raise _fresh_copy(self.last_error)
         await self.wait(self.flight or self.start_flight(conditional=True))
         pub = self.published
-        if pub is not None and self._clock.monotonic() < pub.stale_until:
+        if pub is not None and self._clock.monotonic() < pub.stale_until_mono:
             return pub.table
         raise FetchError(f"{self._name}: keys unavailable", url=self.refresher.jwks_url)
 
@@ -474,7 +446,7 @@ class Provider:
         self.counts.stale_serves += 1
         if self._stale_logged is not pub:  # one line per stale episode, not one per lookup
             self._stale_logged = pub
-            log_stale_started(self.config, expired_for=now - pub.expires_at, error=self.last_error)
+            log_stale_started(self.config, expired_for=now - pub.expires_mono, error=self.last_error)
 
     async def get_key(self, kid: str, alg: str | None) -> Key:
         try:  # inline, not a helper: each frame here is resumed for every waiter of a cold stampede

@@ -11,7 +11,7 @@ __all__ = ["Published"]
 class Published:
     """One usable key set, never mutated: readers take a reference and need no lock.
 
-    Monotonic fields (``expires_at``, ``stale_until``, ``fetched_at``) drive decisions; the wall-clock
+    Monotonic fields (``expires_mono``, ``stale_until_mono``, ``fetched_mono``) drive decisions; the wall-clock
     ones exist for status, HTTP validators and snapshots, the only things that outlive the process.
     """
 
@@ -19,12 +19,12 @@ class Published:
         "body",
         "cache_headers",
         "etag",
-        "expires_at",
-        "fetched_at",
+        "expires_mono",
+        "fetched_mono",
         "last_modified",
         "no_store",
         "revalidated",
-        "stale_until",
+        "stale_until_mono",
         "table",
         "ttl",
         "url",
@@ -37,7 +37,7 @@ class Published:
         *,
         table: KeyTable,
         url: str,
-        fetched_at: float,
+        fetched_mono: float,
         ttl: float,
         stale_while_error: float,
         wall_fetched_at: float,
@@ -50,10 +50,10 @@ class Published:
         self.table = table
         self.body = table.body  # the table's own bytes: one copy per distinct document
         self.url = url
-        self.fetched_at = fetched_at
+        self.fetched_mono = fetched_mono
         self.ttl = ttl
-        self.expires_at = fetched_at + ttl
-        self.stale_until = self.expires_at + stale_while_error
+        self.expires_mono = fetched_mono + ttl
+        self.stale_until_mono = self.expires_mono + stale_while_error
         self.wall_fetched_at = wall_fetched_at
         self.wall_expires_at = wall_fetched_at + ttl
         self.etag = etag

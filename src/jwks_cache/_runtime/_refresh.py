@@ -54,11 +54,11 @@ def parse_discovery(body: bytes, *, url: str) -> _DiscoveryDocument:
 
 
 class _Discovered:
-    __slots__ = ("expires_at", "jwks_uri")
+    __slots__ = ("expires_mono", "jwks_uri")
 
-    def __init__(self, jwks_uri: str, expires_at: float) -> None:
+    def __init__(self, jwks_uri: str, expires_mono: float) -> None:
         self.jwks_uri = jwks_uri
-        self.expires_at = expires_at
+        self.expires_mono = expires_mono
 
 
 def _stored_headers(current: Published) -> tuple[tuple[str, str], ...]:
@@ -171,7 +171,7 @@ class Refresher:
         return Published(
             table=table,
             url=url,
-            fetched_at=self._clock.monotonic(),
+            fetched_mono=self._clock.monotonic(),
             ttl=fresh.ttl,
             stale_while_error=cfg.stale_while_error,
             wall_fetched_at=result.received_at,
@@ -214,7 +214,7 @@ class Refresher:
         if self._config.jwks_url is not None:
             return self._config.jwks_url
         found = self._discovered
-        if found is not None and self._clock.monotonic() < found.expires_at:
+        if found is not None and self._clock.monotonic() < found.expires_mono:
             return found.jwks_uri
         issuer = self._config.issuer
         assert issuer is not None

@@ -9,7 +9,7 @@ import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
@@ -19,31 +19,38 @@ from anyio.abc import TaskGroup
 
 from .._clock import Clock, SystemClock, move_on_at
 from .._config import ProviderConfig
-from .._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError, TokenError
+from .._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError
 from .._http._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES, Fetcher
 from .._http._policy import HopPolicy, check_url, host_allowed
 from .._http._transport import guarded_client
-from .._issuers import multi_tenant_forms, registration_issuers, template_problem
-from .._jose._jwks import ALLOWED_DEFAULT, Key, KeyEntry, KeySet, TableCache
-from .._jose._jws import HeaderCache, ParsedJws, check_alg, check_claims, check_key_issuer, parse_jws, verify_signature
+from .._jose._jwks import Key, KeySet, TableCache
+from .._jose._jws import HeaderCache, parse_jws
 from .._models import ProviderStatus, ServedJwks, Snapshot, StoreStatus
-from .._stores import SharedStore, SnapshotStore
+from .._stores import SnapshotStore
 from .._telemetry import MeterProvider, Telemetry, TracerProvider
 from ._boundary import run_once, run_supervised
+from ._fleet import Fleet, fleet_store
 from ._persistence import Persistence
 from ._provider import Provider, ProviderHost
 from ._published import Published
 from ._refresh import Refresher
 from ._scheduler import Scheduler
 from ._status import provider_status, served_jwks
+from ._verify import (
+    REPLACED_ROUNDS,
+    check_token,
+    first_signer,
+    issuer_argument,
+    on_current,
+    settle_signer,
+    warm_candidates,
+)
 
 __all__ = ["Registry"]
 
-_T = TypeVar("_T")
 
 _EXIT_FLUSH_TIMEOUT: Final = 5.0
 _ACCEPTED_URLS_CAP: Final = 10_000
-_REPLACED_ROUNDS: Final = 3  # successors a slow-path call follows before giving up
 
 
 class _State(enum.Enum):
@@ -138,6 +145,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._fetcher: Fetcher | None = None
         self._telemetry = Telemetry(meter_provider=meter_provider, tracer_provider=tracer_provider)
         self._persistence: Persistence | None = None
+        self._fleet: Fleet | None = None  # fleet mode: a SharedStore configured as shared
         # background refreshes get half of the request slots, so callers' cold lookups never queue
         self._scheduler = Scheduler(self._clock, max_flights=max_concurrent_fetches // 2)
         self._provider_host: ProviderHost | None = None
@@ -215,9 +223,11 @@ class Registry(anyio.AsyncContextManagerMixin):
         await self._start_supervised(
             "store prober", persistence.watch, self._on_store_recovery, on_failure=persistence.record_failure
         )
-        if persistence.shared and isinstance(self._store, SharedStore):
+        shared = fleet_store(self._store)
+        if shared is not None:
+            self._fleet = fleet = Fleet(persistence, shared, self._clock, self._registered)
             await self._start_supervised(
-                "fleet listener", self._store.listen, self._on_notice, on_failure=persistence.record_failure
+                "fleet listener", shared.listen, fleet.on_notice, on_failure=persistence.record_failure
             )
 
     async def _start_supervised(
@@ -245,17 +255,11 @@ class Registry(anyio.AsyncContextManagerMixin):
             self._restore_missed = False
             self._adopt_stored(snapshots, self._persistence)
 
-    async def _on_notice(self, tenant: str, provider: str) -> None:
-        found = self._providers.get((tenant, provider))
-        if found is None or self._persistence is None:
-            return
-        published = await self._persistence.load(found)
-        if published is not None:
-            found.adopt(published)
-        found.announce()
+    def _registered(self, tenant: str, provider: str) -> Provider | None:
+        return self._providers.get((tenant, provider))
 
     def _on_publish(self, provider: Provider, published: Published) -> None:
-        if self._persistence is not None and not self._persistence.shared:
+        if self._persistence is not None and self._fleet is None:  # a fleet shares its sets as it fetches
             self._persistence.mark_dirty(provider, published)
 
     async def persist(self) -> None:
@@ -288,7 +292,6 @@ class Registry(anyio.AsyncContextManagerMixin):
 
     def _make_host(self) -> ProviderHost:
         """The providers' shared context, made once the store (and whether it is shared) is known."""
-        persistence = self._persistence
         return ProviderHost(
             clock=self._clock,
             rng=self._rng,
@@ -296,7 +299,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             scheduler=self._scheduler,
             gone_error=self._gone_error,
             on_publish=self._on_publish,
-            fleet=persistence if persistence is not None and persistence.shared else None,
+            fleet=self._fleet,
         )
 
     def _spawn_flight(
@@ -375,8 +378,13 @@ class Registry(anyio.AsyncContextManagerMixin):
         self._providers[config.key] = provider
         self._tenants.setdefault(config.tenant, {})[config.provider] = provider
         if replaced is not None:
-            replaced.close()
+            self._close(replaced)
         self._scheduler.schedule(provider)  # the first fetch starts from the scheduler, not from here
+
+    def _close(self, provider: Provider) -> None:
+        provider.close()
+        if self._fleet is not None:
+            self._fleet.forget(provider)  # a lease it kept lapses in the store
 
     async def _restore_one(self, provider: Provider, persistence: Persistence) -> None:
         """Before the first lookup: a stored set (from the entry restore, else the store) if still usable."""
@@ -403,7 +411,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         if old is None:
             await anyio.lowlevel.checkpoint()
             return False
-        old.close()  # first: a fetch landing from now on is not kept, so it cannot be saved
+        self._close(old)  # first: a fetch landing from now on is not kept, so it cannot be saved
         if self._persistence is not None:  # an off-boarded tenant's keys must not come back on restore
             # shielded: a caller that gives up (a control-plane client hanging up) must not leave the
             # snapshot behind; bounded as the exit flush is, against a store that hangs
@@ -457,25 +465,6 @@ class Registry(anyio.AsyncContextManagerMixin):
         except KeyError:
             raise self._gone_error(tenant, provider) from None
 
-    async def _on_current(
-        self, found: Provider, call: Callable[[Provider], Awaitable[_T]], *, rounds: int = _REPLACED_ROUNDS
-    ) -> _T:
-        """``call(found)``, or, when a re-registration replaces ``found`` meanwhile, ``call`` on its successor.
-
-        Re-registering closes the old provider, which releases its waiters with NotRegisteredError;
-        but the tenant is still registered, so they carry on with the registration now in place
-        (a few rounds at most: a registration replaced over and over fails the call instead).
-        """
-        for _ in range(rounds):
-            try:
-                return await call(found)
-            except NotRegisteredError:
-                successor = self._successor(found)
-                if successor is None:
-                    raise
-                found = successor
-        return await call(found)
-
     def _successor(self, found: Provider) -> Provider | None:
         """The provider that replaced ``found`` (closed by a re-registration), if any."""
         current = self._providers.get(found.config.key) if self._state is _State.OPEN else None
@@ -494,7 +483,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             found = self._tenants[tenant][provider]
         except KeyError:
             raise self._gone_error(tenant, provider) from None
-        if alg is None and self._monotonic() < found.warm_until:
+        if alg is None and self._monotonic() < found.warm_until_mono:
             jwk = found.made.get(kid)
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
                 found.counts.hits += 1
@@ -516,7 +505,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             found = self._tenants[tenant][provider]
         except KeyError:
             raise self._gone_error(tenant, provider) from None
-        if alg is None and self._monotonic() < found.warm_until:
+        if alg is None and self._monotonic() < found.warm_until_mono:
             jwk = found.made.get(kid)
             if jwk is not None:  # a key not yet made (or absent) takes the slow path
                 found.counts.hits += 1
@@ -527,12 +516,8 @@ class Registry(anyio.AsyncContextManagerMixin):
             successor = self._successor(found)
             if successor is None:
                 raise
-        return await self._get_key_from_successor(successor, kid, alg)
-
-    async def _get_key_from_successor(self, successor: Provider, kid: str, alg: str | None) -> Key:
-        # a method of its own: a closure over kid and alg in get_key would make them cells, which
-        # every call, the warm ones included, would allocate (~15% of a warm lookup)
-        return await self._on_current(successor, lambda current: current.get_key(kid, alg), rounds=_REPLACED_ROUNDS - 1)
+        # the first try was ours: the successors get the rest of on_current's tries
+        return await on_current(successor, self._successor, Provider.get_key, kid, alg, tries=REPLACED_ROUNDS)
 
     async def verify(
         self,
@@ -563,65 +548,29 @@ class Registry(anyio.AsyncContextManagerMixin):
         """
         if not (math.isfinite(leeway) and leeway >= 0):
             raise ConfigError(f"leeway must be a finite number >= 0 (got {leeway!r})")
-        expected_iss = _issuer_argument(issuer) if issuer is not None else None
+        expected_iss = issuer_argument(issuer) if issuer is not None else None
         found = self._provider(tenant, provider)
         parsed = parse_jws(token, header_cache=self._header_cache)
-        # written out in one frame (a helper per try would cost every verify a coroutine): the
-        # loop follows a re-registration that replaces the provider while we wait on its keys
-        for replacements in range(_REPLACED_ROUNDS + 1):
-            cfg = found.config
-            check_alg(parsed.alg, cfg.algorithms or ALLOWED_DEFAULT)
-            try:
-                pub = found.published
-                candidates = (
-                    pub.table.candidates(parsed.kid, parsed.alg)
-                    if pub is not None and self._monotonic() < pub.expires_at
-                    else ()
-                )
-                if candidates:
-                    found.counts.hits += 1  # warm: no await, as get_key
-                else:
-                    candidates = await found.candidates(parsed.kid, parsed.alg)
-                signer = _signer(parsed, candidates)
-                if signer is None:
-                    if parsed.kid is None or not await found.refresh_after_bad_signature():
-                        raise TokenError("signature verification failed", reason="bad_signature")
-                    signer = _signer(parsed, await found.candidates(parsed.kid, parsed.alg, counted=False))
-                    if signer is None:
-                        raise TokenError("signature verification failed", reason="bad_signature")
-                break
-            except NotRegisteredError:
-                successor = self._successor(found)
-                if successor is None or replacements == _REPLACED_ROUNDS:
-                    raise
-                found = successor
-        assert signer is not None  # every round breaks with a signer or raises
-        expected_aud = audience if audience is not None else cfg.audience
-        if expected_iss is None:  # the registration's; none configured means iss is not checked
-            expected_iss = registration_issuers(cfg.issuer, cfg.accepted_issuers) or None
-        claims = check_claims(
+        # the warm path awaits nothing (as get_key's): a fresh set's keys, tried in this frame
+        candidates = warm_candidates(found, parsed, self._monotonic())
+        signer = first_signer(parsed, candidates) if candidates else None
+        if signer is None:  # no fresh set, an unknown kid, or a key replaced under its kid
+            tried = found if candidates else None
+            found, settled = await on_current(found, self._successor, settle_signer, parsed, tried)
+            signer = settled
+        return check_token(
             parsed,
+            signer,
+            found.config,
             now=self._clock.time(),
             leeway=leeway,
-            audience=expected_aud,
+            audience=audience,
             issuer=expected_iss,
-            required=cfg.required_claims,
-            tenants=cfg.allowed_tenant_ids,
-            claim_values=cfg.claim_values,
         )
-        if expected_aud is None and "aud" in claims:
-            raise TokenError(
-                "token has an audience but none is expected (set ProviderConfig.audience or pass audience=)",
-                reason="audience_mismatch",
-            )
-        if signer.issuer is not None:
-            registered = (cfg.issuer, *multi_tenant_forms(cfg.issuer)) if cfg.issuer is not None else ()
-            check_key_issuer(claims, signer.issuer, registered)
-        return claims
 
     async def resolve(self, tenant: str, provider: str) -> KeySet:
         """The provider's current usable key set as a joserfc ``KeySet`` (public members only)."""
-        table = await self._on_current(self._provider(tenant, provider), Provider.table)
+        table = await on_current(self._provider(tenant, provider), self._successor, Provider.table)
         return table.key_set()
 
     @property
@@ -646,7 +595,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             NotRegisteredError: no provider is registered under these names.
             RegistryClosedError: the registry is not open.
         """
-        found, published = await self._on_current(self._provider(tenant, provider), _served_by)
+        found, published = await on_current(self._provider(tenant, provider), self._successor, _served_by)
         return served_jwks(found, published, self._clock)
 
     def registration(self, tenant: str, provider: str) -> ProviderConfig:
@@ -671,11 +620,11 @@ class Registry(anyio.AsyncContextManagerMixin):
             NotRegisteredError: no provider is registered under these names.
             RegistryClosedError: the registry is not open.
         """
-        return self._provider(tenant, provider).next_refresh - self._clock.monotonic()
+        return self._provider(tenant, provider).next_refresh_mono - self._clock.monotonic()
 
     async def refresh(self, tenant: str, provider: str) -> None:
         """Refresh now (conditional), or join the refresh in progress; raises its error."""
-        await self._on_current(self._provider(tenant, provider), Provider.refresh)
+        await on_current(self._provider(tenant, provider), self._successor, Provider.refresh)
 
     def request_refresh(self, tenant: str, provider: str) -> None:
         """Start a conditional refresh in the registry's task group, or leave the one in flight; returns at once.
@@ -713,7 +662,7 @@ class Registry(anyio.AsyncContextManagerMixin):
 
     def _usable(self, found: Provider) -> bool:
         pub = found.published
-        return pub is not None and self._monotonic() < pub.stale_until
+        return pub is not None and self._monotonic() < pub.stale_until_mono
 
     def status(self, tenant: str, provider: str) -> ProviderStatus:
         return provider_status(self._provider(tenant, provider), self._clock)
@@ -750,7 +699,7 @@ def _kept_set(old: Provider, config: ProviderConfig, refresher: Refresher) -> Pu
     return Published(
         table=published.table,
         url=published.url,
-        fetched_at=published.fetched_at,
+        fetched_mono=published.fetched_mono,
         ttl=ttl,
         stale_while_error=config.stale_while_error,
         wall_fetched_at=published.wall_fetched_at,
@@ -764,30 +713,6 @@ def _kept_set(old: Provider, config: ProviderConfig, refresher: Refresher) -> Pu
 async def _warm_one(found: Provider) -> None:
     with contextlib.suppress(JwksCacheError):  # shows in its status; warm() reports who stayed cold
         await found.table()
-
-
-def _signer(parsed: ParsedJws, candidates: tuple[KeyEntry, ...]) -> KeyEntry | None:
-    """The key whose signature verifies, None if none does; candidates fit the alg already
-    (KeyTable.candidates). The key is kept: one published with an ``issuer`` restricts the token."""
-    for entry in candidates:
-        if verify_signature(parsed, entry, fitted=True):
-            return entry
-    return None
-
-
-def _issuer_argument(issuer: object) -> tuple[str, ...]:
-    """``verify(issuer=...)`` checked: strings only, ``{tenantid}`` only as a whole path segment."""
-    if isinstance(issuer, str):
-        issuers: tuple[str, ...] = (issuer,)
-    elif isinstance(issuer, Sequence) and all(isinstance(each, str) for each in issuer):
-        issuers = tuple(issuer)
-    else:
-        raise ConfigError(f"issuer must be a str or a sequence of str (got {issuer!r})")
-    for each in issuers:
-        problem = template_problem(each)
-        if problem is not None:
-            raise ConfigError(f"issuer {problem} (got {each!r})")
-    return issuers
 
 
 def _check_arguments(**arguments: object) -> None:

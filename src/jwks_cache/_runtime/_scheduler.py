@@ -30,24 +30,26 @@ __all__ = ["Scheduled", "Scheduler"]
 
 
 class Scheduled(Protocol):
-    """What the scheduler needs of a provider: when it wants to run, and a way to start it."""
+    """What the scheduler needs of a provider: when it wants to run, and a way to start it.
 
-    scheduled_at: float | None  # the wake-up the scheduler holds for it; only the scheduler writes it
+    Read only: the wake-up the scheduler holds for a provider is the scheduler's own bookkeeping.
+    """
 
     @property
     def closed(self) -> bool: ...
     @property
-    def next_refresh(self) -> float: ...
+    def next_refresh_mono(self) -> float: ...
     @property
     def flight(self) -> object | None: ...
     def start_flight(self, *, conditional: bool, background: bool = False) -> object: ...
 
 
 class Scheduler:
-    """Wakes providers at their ``next_refresh``; stale heap entries are skipped, never searched for.
+    """Wakes providers at their ``next_refresh_mono``; stale heap entries are skipped, never searched for.
 
-    An entry goes stale when its provider is rescheduled or closed (a re-registration closes the
-    old provider). Stale entries are counted, and the heap is rebuilt without them once they are
+    ``_wakeups`` holds the one live wake-up of each provider; a heap entry whose time is not its
+    provider's live wake-up is stale. An entry goes stale when its provider is rescheduled or
+    closed (a re-registration closes the old provider). Stale entries are counted, and the heap is rebuilt without them once they are
     as many as the live ones: re-registering one tenant 20,000 times must not leave 20,000 entries
     (and providers) behind until each falls due, a day later. The rebuild costs one pass over at
     most twice the live entries, paid for by as many stale ones: ``schedule`` stays O(log n).
@@ -61,27 +63,31 @@ class Scheduler:
         self._max_flights = max_flights
         self.flights = 0  # background flights started and not yet landed
         self._heap: list[tuple[float, int, Scheduled]] = []
+        self._wakeups: dict[Scheduled, float] = {}  # the live wake-up of each provider in the heap
         self._seq = itertools.count()  # ties broken by arrival, never by comparing providers
         self._stale = 0  # heap entries superseded by a later schedule() or by a close
         self._nap: anyio.CancelScope | None = None
-        self._nap_until = math.inf
+        self._nap_until_mono = math.inf
         self._stopped = False
 
     def schedule(self, provider: Scheduled) -> None:
-        """Make sure ``provider`` is woken at its current ``next_refresh`` (idempotent)."""
-        if provider.closed or provider.scheduled_at == provider.next_refresh:
+        """Make sure ``provider`` is woken at its current ``next_refresh_mono`` (idempotent)."""
+        when = provider.next_refresh_mono
+        if provider.closed:
             return
-        if provider.scheduled_at is not None:
+        held = self._wakeups.get(provider)
+        if held == when:
+            return
+        self._wakeups[provider] = when
+        if held is not None:
             self._went_stale()  # the earlier wake-up's entry
-        provider.scheduled_at = when = provider.next_refresh
         heapq.heappush(self._heap, (when, next(self._seq), provider))
-        if when < self._nap_until and self._nap is not None and self.flights < self._max_flights:
+        if when < self._nap_until_mono and self._nap is not None and self.flights < self._max_flights:
             self._nap.cancel()  # the new wake-up is earlier than the one we sleep towards
 
     def discard(self, provider: Scheduled) -> None:
         """``provider`` closed: its pending wake-up, if any, will never run."""
-        if provider.scheduled_at is not None:
-            provider.scheduled_at = None
+        if self._wakeups.pop(provider, None) is not None:
             self._went_stale()
 
     @property
@@ -100,7 +106,7 @@ class Scheduler:
         live: list[tuple[float, int, Scheduled]] = []
         for entry in self._heap:
             when, _, provider = entry
-            if not provider.closed and when == provider.scheduled_at and id(provider) not in seen:
+            if not provider.closed and when == self._wakeups.get(provider) and id(provider) not in seen:
                 seen.add(id(provider))  # a provider moved back to an earlier time has two such entries
                 live.append(entry)
         heapq.heapify(live)
@@ -133,16 +139,16 @@ class Scheduler:
             now = self._clock.monotonic()
             while heap and heap[0][0] <= now and self.flights < self._max_flights:
                 when, _, provider = heapq.heappop(heap)
-                if provider.closed or when != provider.scheduled_at:
+                if provider.closed or when != self._wakeups.get(provider):
                     self._stale -= 1
                     continue  # superseded by a later schedule() or an unregister
-                provider.scheduled_at = None  # the flight's end schedules the next wake-up
+                del self._wakeups[provider]  # the flight's end schedules the next wake-up
                 if provider.flight is None:
                     provider.start_flight(conditional=True, background=True)
                     self.flights += 1
             # when full, sleep until a landing frees a slot (it cancels the nap)
-            self._nap_until = heap[0][0] if heap and self.flights < self._max_flights else math.inf
+            self._nap_until_mono = heap[0][0] if heap and self.flights < self._max_flights else math.inf
             with anyio.CancelScope() as nap:
                 self._nap = nap
-                await self._clock.sleep_until(self._nap_until)
+                await self._clock.sleep_until(self._nap_until_mono)
             self._nap = None

@@ -25,9 +25,9 @@ def provider_state(provider: Provider, now: float) -> ProviderState:
         if in_flight:
             return ProviderState.LOADING
         return ProviderState.FAILED if provider.error_count else ProviderState.EMPTY
-    if now < pub.expires_at:
+    if now < pub.expires_mono:
         return ProviderState.REFRESHING if in_flight else ProviderState.READY
-    if now < pub.stale_until:
+    if now < pub.stale_until_mono:
         return ProviderState.REFRESHING if in_flight else ProviderState.STALE
     return ProviderState.FAILED
 
@@ -58,7 +58,7 @@ def provider_status(provider: Provider, clock: Clock) -> ProviderStatus:
         jwks_url=provider.refresher.jwks_url,
         key_ids=pub.table.key_ids if pub is not None else (),
         last_refresh=_datetime(pub.wall_fetched_at) if pub is not None else None,
-        next_refresh=_wall(clock, provider.next_refresh),
+        next_refresh=_wall(clock, provider.next_refresh_mono),
         expires_at=_datetime(pub.wall_expires_at) if pub is not None else None,
         error_count=provider.error_count,
         last_error=str(provider.last_error) if provider.last_error is not None else None,
@@ -85,7 +85,7 @@ def served_jwks(provider: Provider, published: Published, clock: Clock) -> Serve
         fetched_at=datetime.fromtimestamp(published.wall_fetched_at, tz=UTC),
         expires_at=datetime.fromtimestamp(published.wall_expires_at, tz=UTC),
         ttl=published.ttl,
-        fresh_for=published.expires_at - clock.monotonic(),
+        fresh_for=published.expires_mono - clock.monotonic(),
         no_store=published.no_store,
         etag=published.etag,
         last_modified=published.last_modified,

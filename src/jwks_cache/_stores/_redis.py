@@ -31,6 +31,7 @@ import anyio.lowlevel
 from .._clock import SystemClock
 from .._config import MAX_SECONDS
 from .._errors import ConfigError, StoreError
+from .._http._retry import reconnect_delay
 from .._models import Snapshot
 from . import _codec
 from ._protocol import ClosesOnExit, NoticeHandler
@@ -424,8 +425,8 @@ class RedisStore(ClosesOnExit):
             if not started:
                 started = True
                 task_status.started()
-            backoff = min(_LISTEN_MAX_BACKOFF, _LISTEN_MIN_BACKOFF * 2 ** min(failures, 16))
-            await self._clock.sleep_until(self._clock.monotonic() + backoff * rng.uniform(0.5, 1.0))
+            backoff = reconnect_delay(failures, initial=_LISTEN_MIN_BACKOFF, maximum=_LISTEN_MAX_BACKOFF, rng=rng)
+            await self._clock.sleep_until(self._clock.monotonic() + backoff)
 
     async def _listen_once(self, on_notice: NoticeHandler, subscribed: Callable[[], None]) -> Exception | None:
         """One subscription, until the connection ends; returns (not raises) an error of ``on_notice``.
