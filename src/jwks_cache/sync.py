@@ -9,7 +9,10 @@ same objects, in the calling thread.
 A portal call costs two thread switches (tens of microseconds on an idle machine, hundreds on a
 busy one), so :meth:`SyncRegistry.get_key` answers a warm key in the calling thread through
 :meth:`Registry.get_key_nowait` (a couple of dict reads, no I/O) and crosses only when the key
-is cold. :meth:`SyncRegistry.verify` always crosses.
+is cold; :meth:`SyncRegistry.verify` likewise verifies against fresh cached keys in the calling
+thread (:meth:`Registry.verify_nowait`) and crosses only for a token that needs a fetch or a
+refresh. Those calls only read what the loop thread swaps whole (a provider's published set), so
+they need no lock.
 
 :class:`TokenGuard` makes a ``require_token`` decorator for any framework that can hand over the
 ``Authorization`` header and turn an RFC 6750 :class:`~jwks_cache.bearer.Challenge` into its own
@@ -278,8 +281,18 @@ class SyncRegistry:
         leeway: float = 0.0,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        """:meth:`Registry.verify`: the claims, or its TokenError, KeyNotFoundError or FetchError."""
+        """:meth:`Registry.verify`: the claims, or its TokenError, KeyNotFoundError or FetchError.
+
+        Answered in the calling thread from fresh cached keys (:meth:`Registry.verify_nowait`);
+        only a token that needs a fetch or a refresh crosses into the registry's loop.
+        """
         _portal, registry = self._loop.open_parts()
+        try:
+            return registry.verify_nowait(
+                token, tenant=tenant, provider=provider, audience=audience, issuer=issuer, leeway=leeway
+            )
+        except KeyNotFoundError:  # cold, expired, unknown kid or a key replaced: the loop decides
+            pass
         return self._call(
             registry.verify,
             token,

@@ -786,3 +786,39 @@ async def test_warm_waits_for_every_providers_keys_and_reports_those_that_stayed
             assert await reg.warm(max_wait=0.0) == []
             with pytest.raises(ConfigError, match="max_wait"):
                 await reg.warm(max_wait=math.inf)
+
+
+async def test_verify_nowait_answers_as_verify_from_fresh_keys_and_defers_whatever_needs_io() -> None:
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            await reg.register(config_for(idp))
+            good = idp.mint({"sub": "a"})
+            with pytest.raises(KeyNotFoundError, match="would fetch"):
+                reg.verify_nowait(good, tenant=TENANT, provider=PROVIDER)  # cold: verify would fetch
+            assert idp.request_count == 0  # ... and nowait did not
+            assert await reg.verify(good, tenant=TENANT, provider=PROVIDER) == reg.verify_nowait(
+                good, tenant=TENANT, provider=PROVIDER
+            )
+            with pytest.raises(TokenError) as expired:
+                reg.verify_nowait(idp.mint({"sub": "a", "exp": 1}), tenant=TENANT, provider=PROVIDER)
+            assert expired.value.reason == "expired"
+            header, payload, signature = good.split(".")
+            forged = f"{header}.{payload}.{signature[:-4]}AAAA"
+            with pytest.raises(KeyNotFoundError, match="refresh"):  # verify may refresh once for it
+                reg.verify_nowait(forged, tenant=TENANT, provider=PROVIDER)
+            with pytest.raises(TokenError):
+                await reg.verify(forged, tenant=TENANT, provider=PROVIDER)  # ... and so it did
+            requests = idp.request_count
+            with pytest.raises(TokenError) as bad:  # within the cooldown verify would not: final
+                reg.verify_nowait(forged, tenant=TENANT, provider=PROVIDER)
+            assert bad.value.reason == "bad_signature"
+            assert idp.request_count == requests
+            new_kid = idp.add_key()
+            with pytest.raises(KeyNotFoundError):  # a kid the set lacks: verify would refresh for it
+                reg.verify_nowait(idp.mint({"sub": "b"}, kid=new_kid), tenant=TENANT, provider=PROVIDER)
+            idp.fail(503)
+            await clock.advance(301)  # refreshes fail and the set expires: nowait takes fresh keys only
+            with pytest.raises(KeyNotFoundError):
+                reg.verify_nowait(good, tenant=TENANT, provider=PROVIDER)
+            assert (await reg.verify(good, tenant=TENANT, provider=PROVIDER))["sub"] == "a"  # stale-window keys

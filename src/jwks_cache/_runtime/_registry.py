@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 
 from .._clock import Clock, SystemClock, move_on_at
 from .._config import ProviderConfig
-from .._errors import ConfigError, JwksCacheError, NotRegisteredError, RegistryClosedError
+from .._errors import ConfigError, JwksCacheError, KeyNotFoundError, NotRegisteredError, RegistryClosedError, TokenError
 from .._http._fetch import DEFAULT_CONCURRENT_FETCHES, MAX_CONCURRENT_FETCHES, Fetcher
 from .._http._policy import HopPolicy, check_url, host_allowed
 from .._http._transport import guarded_client
@@ -558,6 +558,52 @@ class Registry(anyio.AsyncContextManagerMixin):
             tried = found if candidates else None
             found, settled = await on_current(found, self._successor, settle_signer, parsed, tried)
             signer = settled
+        return check_token(
+            parsed,
+            signer,
+            found.config,
+            now=self._clock.time(),
+            leeway=leeway,
+            audience=audience,
+            issuer=expected_iss,
+        )
+
+    def verify_nowait(
+        self,
+        token: str | bytes,
+        *,
+        tenant: str,
+        provider: str,
+        audience: str | Sequence[str] | None = None,
+        issuer: str | Sequence[str] | None = None,
+        leeway: float = 0.0,
+    ) -> dict[str, Any]:
+        """:meth:`verify` from the fresh cached keys only: no I/O, no wait, no scheduling point.
+
+        For synchronous code, and for paths that must not yield: ``jwks_cache.sync`` answers its
+        callers' threads with it, and crosses into the registry's loop only when it cannot. Every
+        answer it gives is the one :meth:`verify` would give. Where ``verify`` would first fetch or
+        refresh (no fresh set, a kid the set lacks, a bad signature under a known kid while the
+        provider may still refresh for it), it raises :class:`KeyNotFoundError`: ask ``verify``.
+
+        Raises:
+            TokenError: the token failed, as ``verify`` would say.
+            KeyNotFoundError: an answer needs a fetch or a refresh.
+            NotRegisteredError, RegistryClosedError.
+        """
+        if not (math.isfinite(leeway) and leeway >= 0):
+            raise ConfigError(f"leeway must be a finite number >= 0 (got {leeway!r})")
+        expected_iss = issuer_argument(issuer) if issuer is not None else None
+        found = self._provider(tenant, provider)
+        parsed = parse_jws(token, header_cache=self._header_cache)
+        candidates = warm_candidates(found, parsed, self._monotonic())
+        if not candidates:
+            raise KeyNotFoundError(f"{tenant}/{provider}: no fresh cached key fits this token; verify() would fetch")
+        signer = first_signer(parsed, candidates)
+        if signer is None:
+            if parsed.kid is None or not found.cooldown.may_refresh(self._monotonic()):
+                raise TokenError("signature verification failed", reason="bad_signature")
+            raise KeyNotFoundError(f"{tenant}/{provider}: the signature fails; verify() would refresh once first")
         return check_token(
             parsed,
             signer,
