@@ -163,3 +163,31 @@ async def test_a_failing_loop_is_restarted_with_a_growing_backoff(caplog: pytest
     assert len(failures) == 6
     assert all(r.exc_info for r in failures)
     assert "fleet listener" in failures[0].getMessage()
+
+
+async def test_registering_while_the_store_is_down_asks_it_nothing_per_provider() -> None:
+    """A start-up against a failing store must not pay one store call (a timeout, for Redis) per
+    registration: the store is degraded, and the prober catches up once it answers."""
+    clock = VirtualClock()
+    store = _BrokenStore()
+    with anyio.fail_after(20):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock, store=store) as reg:
+            assert store.calls == 1  # the entry restore failed: degraded
+            store_status = reg.store_status()
+            assert store_status is not None and store_status.degraded
+            await reg.register_many([config_for(idp, tenant=f"t{i}") for i in range(20)])
+            assert store.calls == 1
+
+
+async def test_a_poisoned_snapshot_is_refused_without_showing_the_store_as_degraded() -> None:
+    clock = VirtualClock()
+    store = MemoryStore()
+    with anyio.fail_after(20):
+        async with LocalIdentityProvider() as idp:
+            await store.save(Snapshot(tenant="acme", provider="idp", jwks_url=idp.jwks_url, body=b'{"keys": 5}'))
+            async with loopback_registry(clock, store=store) as reg:
+                await reg.register(config_for(idp))
+                assert (await reg.get_key("acme", "idp", idp.kids[0])).kid == idp.kids[0]
+                assert idp.request_count == 1  # refused, so fetched
+                store_status = reg.store_status()
+                assert store_status is not None and not store_status.degraded

@@ -131,3 +131,20 @@ async def test_revalidations_answered_304_reuse_one_connection() -> None:
                 await clock.advance(60)
             assert reg.status(TENANT, PROVIDER).revalidations >= 3
             assert len({r.connection for r in idp.requests}) == 1
+
+
+async def test_a_re_registration_that_keeps_the_set_keeps_its_stored_cache_headers() -> None:
+    """Re-dating a kept set (a tighter max_ttl) must not drop the headers a later bare 304 keeps."""
+    clock = VirtualClock()
+    with anyio.fail_after(10):
+        async with LocalIdentityProvider() as idp, loopback_registry(clock) as reg:
+            idp.cache_control = "max-age=20000"
+            await reg.register(config_for(idp))
+            await reg.refresh(TENANT, PROVIDER)
+            await reg.register(config_for(idp, max_ttl=10000.0))  # same source and rules: keys kept
+            assert idp.request_count == 1
+            assert _lifetime(reg) == pytest.approx(10000)
+            idp.cache_control = None
+            await reg.refresh(TENANT, PROVIDER)  # a bare 304
+            assert reg.status(TENANT, PROVIDER).revalidations == 1
+            assert _lifetime(reg) == pytest.approx(10000)  # the stored 20000 s, clamped: no heuristic

@@ -173,7 +173,15 @@ class Persistence:
             table = provider.refresher.tables.parse(snapshot.body, url=snapshot.jwks_url, max_keys=cfg.max_keys)
         except Exception as exc:  # stored bytes are untrusted input: whatever they break, they are refused
             error = as_library_error(exc, "stored snapshot")
-            self.failed(f"ignoring stored snapshot of {cfg.tenant}/{cfg.provider}: {error}", cause=exc)
+            # logged, not counted against the store: it answered, with bytes we refuse (a poisoned
+            # entry must not show a working store as degraded until the next probe)
+            log.warning(
+                "jwks-cache: store: ignoring stored snapshot of %s/%s: %s",
+                cfg.tenant,
+                cfg.provider,
+                error,
+                exc_info=exc if error is not exc else None,  # a traceback for what no check anticipated
+            )
             return None
         # a store is trusted with bytes, not with policy: the lifetime is clamped as a live fetch's
         # would be, a fetch time ahead of our clock (another host's, or a forged one) counts as now,

@@ -177,12 +177,22 @@ class Provider:
 
     @published.setter
     def published(self, published: Published | None) -> None:
-        # the warm lookup path reads these two instead: one attribute hop and one None test fewer
+        # the warm lookup path reads these two instead: one attribute hop and one None test fewer.
+        # In an order that a reader on another thread (jwks_cache.sync) never sees a new expiry
+        # beside the old set's keys: closed first, keys swapped, then the new expiry
+        self.warm_until_mono = -math.inf
         self._published = published
-        self.warm_until_mono = published.expires_mono if published is not None else -math.inf
         self.made = published.table.made if published is not None else _NOTHING_MADE
+        if published is not None:
+            self.warm_until_mono = published.expires_mono
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    def may_refresh_for_kid(self, now: float) -> bool:
+        """Whether an unknown-kid or bad-signature refresh may start now, without making the
+        cooldown (a reader on another thread must not replace the one the loop is using)."""
+        cooldown = self._cooldown
+        return cooldown is None or cooldown.may_refresh(now)
 
     @property
     def cooldown(self) -> KidCooldown:

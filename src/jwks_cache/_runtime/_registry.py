@@ -389,6 +389,8 @@ class Registry(anyio.AsyncContextManagerMixin):
     async def _restore_one(self, provider: Provider, persistence: Persistence) -> None:
         """Before the first lookup: a stored set (from the entry restore, else the store) if still usable."""
         snapshot = self._restored.pop(provider.config.key, None)
+        if snapshot is None and persistence.degraded:
+            return  # one store timeout per registration would stall a start-up; the prober catches up
         published = (
             persistence.published_from(provider, snapshot) if snapshot is not None else await persistence.load(provider)
         )
@@ -589,7 +591,7 @@ class Registry(anyio.AsyncContextManagerMixin):
         Raises:
             TokenError: the token failed, as ``verify`` would say.
             KeyNotFoundError: an answer needs a fetch or a refresh.
-            NotRegisteredError, RegistryClosedError.
+            NotRegisteredError: no such registration (RegistryClosedError outside the block).
         """
         if not (math.isfinite(leeway) and leeway >= 0):
             raise ConfigError(f"leeway must be a finite number >= 0 (got {leeway!r})")
@@ -601,7 +603,7 @@ class Registry(anyio.AsyncContextManagerMixin):
             raise KeyNotFoundError(f"{tenant}/{provider}: no fresh cached key fits this token; verify() would fetch")
         signer = first_signer(parsed, candidates)
         if signer is None:
-            if parsed.kid is None or not found.cooldown.may_refresh(self._monotonic()):
+            if parsed.kid is None or not found.may_refresh_for_kid(self._monotonic()):
                 raise TokenError("signature verification failed", reason="bad_signature")
             raise KeyNotFoundError(f"{tenant}/{provider}: the signature fails; verify() would refresh once first")
         return check_token(
@@ -753,6 +755,7 @@ def _kept_set(old: Provider, config: ProviderConfig, refresher: Refresher) -> Pu
         last_modified=published.last_modified,
         no_store=published.no_store,
         revalidated=published.revalidated,
+        cache_headers=published.cache_headers,  # what a later 304 without Cache-Control keeps
     )
 
 

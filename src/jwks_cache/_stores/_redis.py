@@ -369,7 +369,9 @@ class RedisStore(ClosesOnExit):
         if not found:
             return None
         value, remaining_ms = found
-        _, _, ttl_text = bytes(value).decode(errors="replace").rpartition("/")
+        if not isinstance(value, bytes) or not isinstance(remaining_ms, int):
+            return None  # not what our script returns: a foreign or hostile server
+        _, _, ttl_text = value.decode(errors="replace").rpartition("/")
         if not ttl_text.isascii() or not ttl_text.isdigit() or int(remaining_ms) < 0:
             return None
         return max(0.0, (int(ttl_text) - int(remaining_ms)) / 1000)
