@@ -21,7 +21,7 @@ from ._errors import (
     TokenReason,
 )
 from ._jose._access import require_roles, require_scopes, roles_of, scopes_of
-from ._models import KeyInfo, ProviderState, ProviderStatus, ServedJwks, Snapshot, StoreStatus
+from ._models import KeyInfo, ProviderState, ProviderStatus, RuntimeStats, ServedJwks, Snapshot, StoreStatus
 from ._runtime._registry import Registry
 from ._stores import FileStore, MemoryStore, SharedStore, SnapshotStore
 from ._version import __version__
@@ -45,6 +45,7 @@ __all__ = [
     "RegistryClosedError",
     "ResponseTooLargeError",
     "RetryPolicy",
+    "RuntimeStats",
     "SecurityError",
     "ServedJwks",
     "SharedStore",

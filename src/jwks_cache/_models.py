@@ -8,7 +8,16 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["SNAPSHOT_VERSION", "KeyInfo", "ProviderState", "ProviderStatus", "ServedJwks", "Snapshot", "StoreStatus"]
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "KeyInfo",
+    "ProviderState",
+    "ProviderStatus",
+    "RuntimeStats",
+    "ServedJwks",
+    "Snapshot",
+    "StoreStatus",
+]
 
 #: Bumped when a Snapshot field changes meaning; new optional fields do not bump it.
 SNAPSHOT_VERSION = 1
@@ -119,6 +128,30 @@ class StoreStatus(msgspec.Struct, frozen=True, kw_only=True):
     last_error: str | None
     #: when the current degradation began; None while the store works
     degraded_since: datetime | None
+
+
+class RuntimeStats(msgspec.Struct, frozen=True, kw_only=True):
+    """The registry's own machinery at one moment (``Registry.runtime_stats()``), for dashboards and tests.
+
+    Counts across every provider: how much of the upstream request budget
+    (``Registry(max_concurrent_fetches=...)``) is in use, and how much of it background refreshes
+    hold. Background refreshes take at most ``background_slots``, so a caller's cold lookup
+    always finds a slot of its own however many refreshes are due or slow.
+    """
+
+    #: upstream requests the registry sends at once (``max_concurrent_fetches``)
+    fetch_slots: int
+    #: the share of those background refreshes may take, half: also the bound of ``background_refreshes``
+    background_slots: int
+    #: request slots taken now, by callers' fetches and background refreshes alike
+    fetches_in_flight: int
+    #: background slots taken now (a refresh still queued for a request slot holds one already)
+    background_fetches_in_flight: int
+    #: background refreshes started and not yet landed, retries' backoff sleeps included
+    background_refreshes: int
+    #: the scheduler's pending wake-ups, superseded ones not yet swept included (at most twice the
+    #: registrations: re-registering does not pile them up)
+    scheduled_wakeups: int
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from tests.helpers import (
     PROVIDER,
@@ -29,6 +30,7 @@ from jwks_cache import (
     RetryPolicy,
     TokenError,
 )
+from jwks_cache._http._transport import guarded_client
 from jwks_cache.testing import LocalIdentityProvider, VirtualClock
 
 
@@ -599,9 +601,8 @@ async def test_background_refreshes_send_sixteen_requests_at_a_time_and_a_cold_c
             assert got == [idp.kids[0]]
             await eventually(lambda: all(s.key_ids for s in reg.statuses()))
             assert idp.request_count == 40  # every provider fetched once
-            fetcher = reg._fetcher
-            assert fetcher is not None
-            assert (fetcher._background.borrowed_tokens, fetcher._limiter.borrowed_tokens) == (0, 0)
+            stats = reg.runtime_stats()  # every slot given back
+            assert stats.fetches_in_flight == stats.background_fetches_in_flight == stats.background_refreshes == 0
 
 
 async def test_max_concurrent_fetches_sets_the_background_share_and_callers_keep_their_own() -> None:
@@ -627,13 +628,22 @@ async def test_max_concurrent_fetches_sets_the_background_share_and_callers_keep
             assert idp.request_count == 10
 
 
-async def test_the_registrys_own_client_pools_as_many_connections_as_it_sends_requests() -> None:
+async def test_the_registrys_own_client_pools_as_many_connections_as_it_sends_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # otherwise requests past the pool's 100 would wait inside httpcore, where no timeout of ours runs
+    made: list[httpx.AsyncClient] = []
+
+    def recording_guarded_client(**kwargs: Any) -> httpx.AsyncClient:
+        made.append(guarded_client(**kwargs))
+        return made[-1]
+
+    monkeypatch.setattr("jwks_cache._runtime._registry.guarded_client", recording_guarded_client)
     async with loopback_registry(max_concurrent_fetches=300) as reg:
-        fetcher = reg._fetcher
-        assert fetcher is not None
-        assert fetcher._client._transport._pool._max_connections == 300  # type: ignore[attr-defined]
-        assert (fetcher._limiter.total_tokens, fetcher._background.total_tokens) == (300, 150)
+        [client] = made
+        assert client._transport._pool._max_connections == 300  # type: ignore[attr-defined]
+        stats = reg.runtime_stats()
+        assert (stats.fetch_slots, stats.background_slots) == (300, 150)
 
 
 @pytest.mark.parametrize("value", [0, 1, 1025, 2.0, True, "32"])
@@ -648,12 +658,14 @@ async def test_unregistering_during_a_background_refresh_frees_its_scheduler_slo
             idp.stall(math.inf)
             await reg.register_many(config_for(idp, tenant=f"t{i}") for i in range(3))
             await idp.wait_for_requests(3)
-            assert reg._scheduler.flights == 3
+            assert reg.runtime_stats().background_refreshes == 3
             assert await reg.unregister("t0", PROVIDER)
             await reg.register(config_for(idp, tenant="t1", min_ttl=60.0))
-            await eventually(lambda: reg._scheduler.flights == 2)  # t0's slot back; t1's replaced flight
+            await eventually(lambda: reg.runtime_stats().background_refreshes == 2)  # t0's back; t1's replaced
             idp.recover()
-            await eventually(lambda: reg._scheduler.flights == 0 and all(s.key_ids for s in reg.statuses()))
+            await eventually(
+                lambda: reg.runtime_stats().background_refreshes == 0 and all(s.key_ids for s in reg.statuses())
+            )
 
 
 async def test_register_many_installs_a_batch_with_one_scheduling_point() -> None:
@@ -751,10 +763,10 @@ async def test_reregistering_twenty_thousand_times_leaves_one_scheduler_entry() 
             await clock.settle()
             for _ in range(20_000):
                 await reg.register(config_for(idp))  # the same URL: the keys are kept, no fetch
-            assert reg._scheduler.entries == 1  # the registry's own scheduler: no public view of it
+            assert reg.runtime_stats().scheduled_wakeups == 1
             assert idp.request_count == 1
             assert await reg.unregister(TENANT, PROVIDER)
-            assert reg._scheduler.entries == 0
+            assert reg.runtime_stats().scheduled_wakeups == 0
 
 
 async def test_warm_waits_for_every_providers_keys_and_reports_those_that_stayed_cold() -> None:

@@ -176,9 +176,8 @@ def test_a_relative_store_directory_is_resolved_against_the_file(tmp_path: Path)
 async def test_the_registry_table_sets_how_many_fetches_run_at_once(tmp_path: Path) -> None:
     config = load_serve_config(_write(tmp_path, LOOPBACK_REGISTRY + "max_concurrent_fetches = 8\n"))
     async with open_registry(config) as reg:
-        fetcher = reg._fetcher
-        assert fetcher is not None
-        assert (fetcher._limiter.total_tokens, fetcher._background.total_tokens) == (8, 4)
+        stats = reg.runtime_stats()
+        assert (stats.fetch_slots, stats.background_slots) == (8, 4)
 
 
 def test_load_errors_are_config_errors(tmp_path: Path) -> None:

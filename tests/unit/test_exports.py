@@ -26,6 +26,7 @@ PUBLIC = {
         "RegistryClosedError",
         "ResponseTooLargeError",
         "RetryPolicy",
+        "RuntimeStats",
         "SecurityError",
         "ServedJwks",
         "SharedStore",

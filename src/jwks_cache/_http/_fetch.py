@@ -12,7 +12,7 @@ import contextlib
 import ipaddress
 import zlib
 from collections.abc import Callable
-from typing import Final
+from typing import Final, NamedTuple
 
 import anyio
 import httpx
@@ -25,7 +25,7 @@ from ._cadence import retry_after_delay
 from ._policy import HopPolicy, check_address, check_content_type, check_pin, check_url, resolve_redirect
 from ._transport import GuardedTransport, hop_policy, resolve_checked
 
-__all__ = ["FetchResult", "Fetcher", "Headers"]
+__all__ = ["FetchResult", "FetchSlots", "Fetcher", "Headers"]
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -55,6 +55,15 @@ def transport_rules(transport: GuardedTransport) -> str:
     """
     context = transport.ssl_context
     return f"guarded {int(context.verify_mode)} {int(context.check_hostname)}"
+
+
+class FetchSlots(NamedTuple):
+    """The request slots of a Fetcher and how many are taken, read for ``Registry.runtime_stats``."""
+
+    total: int
+    background: int
+    taken: int
+    background_taken: int
 
 
 class Fetcher:
@@ -88,6 +97,16 @@ class Fetcher:
 
     def busy(self) -> bool:
         return self.in_flight > 0
+
+    def slots(self) -> FetchSlots:
+        """A copy of the limiters' counts: the limiters themselves stay private, as they can be resized."""
+        limiter, background = self._limiter, self._background
+        return FetchSlots(
+            total=int(limiter.total_tokens),
+            background=int(background.total_tokens),
+            taken=limiter.borrowed_tokens,
+            background_taken=background.borrowed_tokens,
+        )
 
     async def get(
         self,

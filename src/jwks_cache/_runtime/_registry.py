@@ -25,7 +25,7 @@ from .._http._policy import HopPolicy, check_url, host_allowed
 from .._http._transport import guarded_client
 from .._jose._jwks import Key, KeySet, TableCache
 from .._jose._jws import HeaderCache, parse_jws
-from .._models import ProviderStatus, ServedJwks, Snapshot, StoreStatus
+from .._models import ProviderStatus, RuntimeStats, ServedJwks, Snapshot, StoreStatus
 from .._stores import SnapshotStore
 from .._telemetry import MeterProvider, Telemetry, TracerProvider
 from ._boundary import run_once, run_supervised
@@ -726,6 +726,24 @@ class Registry(anyio.AsyncContextManagerMixin):
         """
         self._check_open()
         return self._persistence.status() if self._persistence is not None else None
+
+    def runtime_stats(self) -> RuntimeStats:
+        """The request slots and background refreshes of the whole registry, read at once.
+
+        For a dashboard beside ``statuses()``: a ``background_refreshes`` at its bound
+        ``background_slots`` for long means refreshes are queueing behind slow identity providers.
+        """
+        self._check_open()
+        assert self._fetcher is not None  # made on entry, before the registry is open
+        slots = self._fetcher.slots()
+        return RuntimeStats(
+            fetch_slots=slots.total,
+            background_slots=slots.background,
+            fetches_in_flight=slots.taken,
+            background_fetches_in_flight=slots.background_taken,
+            background_refreshes=self._scheduler.flights,
+            scheduled_wakeups=self._scheduler.entries,
+        )
 
 
 async def _served_by(found: Provider) -> tuple[Provider, Published]:
