@@ -7,10 +7,10 @@ that is what services deploy; its ``cache_keys=True`` LRU variant is reported as
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import jwt
+
+from jwks_cache._cli._timing import DictFloor
 
 from ._common import (
     BACKENDS,
@@ -32,19 +32,6 @@ _FLOOR_FACTOR = 2.5
 _PEER_FACTOR = 10.0
 
 
-class _Floor:
-    """An async method doing one dict lookup: the cost every awaited API call pays at least."""
-
-    def __init__(self, keys: dict[str, Any]) -> None:
-        self._keys = keys
-
-    async def get_key(self, tenant: str, provider: str, kid: str) -> Any:
-        return self._keys[kid]
-
-    def get_key_sync(self, tenant: str, provider: str, kid: str) -> Any:
-        return self._keys[kid]
-
-
 async def _measure(url: str, calls: int, repeats: int) -> dict[str, float]:
     peer = jwt.PyJWKClient(url)
     peer_lru = jwt.PyJWKClient(url, cache_keys=True)
@@ -53,7 +40,7 @@ async def _measure(url: str, calls: int, repeats: int) -> dict[str, float]:
         kid = (await reg.resolve(TENANT, PROVIDER)).keys[0].kid
         assert kid is not None  # the IdP names its keys
         key = await reg.get_key(TENANT, PROVIDER, kid)
-        floor = _Floor({kid: key})
+        floor = DictFloor({kid: key})
         await anyio.to_thread.run_sync(peer.get_signing_key, kid)  # warm: its one fetch, off the loop
         await anyio.to_thread.run_sync(peer_lru.get_signing_key, kid)
         t, p = TENANT, PROVIDER

@@ -23,7 +23,7 @@ from .._models import ProviderState, ProviderStatus
 from .._runtime._registry import Registry
 from ..testing import LocalIdentityProvider, VirtualClock
 from ._text import format_table
-from ._timing import best_per_call, time_async, time_sync
+from ._timing import DictFloor, best_per_call, time_async, time_sync
 
 __all__ = ["run_demo"]
 
@@ -151,22 +151,9 @@ async def _cold_start(out: _Out, reg: Registry, idp: LocalIdentityProvider) -> N
     out.check(idp.request_count == 1 and got == [kid] * _CALLERS, "1 upstream request for every caller")
 
 
-class _DictFloor:
-    """The floor benchmarks/lookup.py measures: methods that only read a dict, the least any key cache costs."""
-
-    def __init__(self, keys: dict[str, Any]) -> None:
-        self._keys = keys
-
-    async def get_key(self, tenant: str, provider: str, kid: str) -> Any:
-        return self._keys[kid]
-
-    def get_key_sync(self, tenant: str, provider: str, kid: str) -> Any:
-        return self._keys[kid]
-
-
 async def _lookup_timings(reg: Registry, kid: str) -> dict[str, float]:
     """ns per call of each contender, timed as benchmarks/lookup.py (and so the README) times them."""
-    floor = _DictFloor({kid: reg.get_key_nowait("acme", _PROVIDER, kid)})
+    floor = DictFloor({kid: reg.get_key_nowait("acme", _PROVIDER, kid)})
     t, p = "acme", _PROVIDER
 
     async def floor_batch(n: int) -> int:
