@@ -1,7 +1,9 @@
-"""Fixtures for integration tests that need real ``redis-server`` processes.
+"""Fixtures shared by integration tests: real ``redis-server`` processes, and the web tests' pieces.
 
 Servers are session-scoped (starting a cluster costs about a second); tests isolate themselves with a
-unique key namespace instead of flushing. Tests that kill a server get their own, per test.
+unique key namespace instead of flushing. Tests that kill a server get their own, per test. The
+frameworks' blocking test clients (and the sync facade) take a ``backend`` name rather than running
+on anyio's, and need identity providers on a loop of their own thread (``idps``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from tests.web_helpers import IdpThread, threaded_idps
 
+from jwks_cache.testing import LocalIdentityProvider
 from redis_servers import RedisClusterProcess, RedisServerProcess, find_redis_binaries
 
 
@@ -70,3 +74,19 @@ def redis_namespace() -> str:
 def namespace(redis_namespace: str) -> str:
     """Alias of ``redis_namespace`` (both names are in use)."""
     return redis_namespace
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def idp_thread() -> Iterator[IdpThread]:
+    with threaded_idps(2) as thread:
+        yield thread
+
+
+@pytest.fixture
+def idps(idp_thread: IdpThread) -> list[LocalIdentityProvider]:
+    return idp_thread.idps

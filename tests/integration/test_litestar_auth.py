@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ from tests.web_helpers import (
     forged,
     held_request,
     recorded_warnings,
-    threaded_idps,
     token,
 )
 
@@ -28,22 +26,6 @@ from jwks_cache.litestar import TENANT_OPT, JwksAuth, path_param, requires_roles
 from jwks_cache.testing import LocalIdentityProvider
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def idp_thread() -> Iterator[IdpThread]:
-    with threaded_idps(2) as thread:
-        yield thread
-
-
-@pytest.fixture
-def idps(idp_thread: IdpThread) -> list[LocalIdentityProvider]:
-    return idp_thread.idps
 
 
 @get("/whoami")

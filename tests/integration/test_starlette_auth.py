@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +27,6 @@ from tests.web_helpers import (
     forged,
     held_request,
     recorded_warnings,
-    threaded_idps,
     token,
 )
 
@@ -37,22 +36,6 @@ from jwks_cache.starlette import BearerBackend, TokenUser, header, lifespan, on_
 from jwks_cache.testing import LocalIdentityProvider
 
 Claims = dict[str, Any]
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def idp_thread() -> Iterator[IdpThread]:
-    with threaded_idps(2) as thread:
-        yield thread
-
-
-@pytest.fixture
-def idps(idp_thread: IdpThread) -> list[LocalIdentityProvider]:
-    return idp_thread.idps
 
 
 def providers(idps: list[LocalIdentityProvider]) -> list[Any]:

@@ -48,11 +48,6 @@ def idp() -> Iterator[LocalIdentityProvider]:
         yield server
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param  # type: ignore[no-any-return]
-
-
 def token(idp: LocalIdentityProvider, **claims: Any) -> str:
     return idp.mint({"sub": "alice", "exp": int(time.time()) + 600, **claims})
 
