@@ -137,7 +137,9 @@ def test_demo_explains_its_numbers(
     assert "benchmarks/lookup.py" in out
     floor = float(re.search(r"floor: await of a dict read +([\d,]+) +1\.0x", out)[1].replace(",", ""))  # type: ignore[index]
     nowait = _demo_row(out, "reg.get_key_nowait()")
-    assert nowait[-1] == f"{float(nowait[-2].replace(',', '')) / floor:.1f}x"
+    # the ratio printed (to 0.1) is the one of the times printed (to 1 ns, from unrounded ones)
+    assert nowait[-1].endswith("x")
+    assert abs(float(nowait[-1][:-1]) - float(nowait[-2].replace(",", "")) / floor) <= 0.05 + 1 / floor
     # the outage: its two counts of failed refreshes are the status counter, and the table's column is it too
     so_far = int(re.search(r"(\d+) failed refresh(es)? so far \(status\.refresh_errors\)", out)[1])  # type: ignore[index]
     logged = int(re.search(r"(\d+) refresh_failed", out)[1])  # type: ignore[index]
